@@ -1,0 +1,46 @@
+//! Counters shared by every connection task.
+//!
+//! A plain struct of atomics, passed down explicitly (no globals), so several agents can
+//! run in one test process. The Prometheus exposition builds on these later.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Process-wide counters. Cheap to bump from any task (`Relaxed` atomics).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections currently open.
+    pub connections_active: AtomicU64,
+    /// Connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// NOTIFY frames answered.
+    pub notify_total: AtomicU64,
+    /// Requests allowed.
+    pub allowed_total: AtomicU64,
+    /// Requests denied.
+    pub denied_total: AtomicU64,
+    /// Messages whose `src` argument was missing or not an address.
+    pub invalid_src_total: AtomicU64,
+    /// NOTIFY frames without a `guard-check` message (answered with an empty ACK).
+    pub unknown_message_total: AtomicU64,
+    /// Connections ended by a protocol error.
+    pub protocol_errors_total: AtomicU64,
+    /// Health-check HELLOs answered.
+    pub healthchecks_total: AtomicU64,
+}
+
+impl Metrics {
+    /// Adds one to `counter`.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one from `counter` (for gauges such as active connections).
+    pub fn dec(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Reads `counter`.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,102 @@
+//! The framing layer: a 4-byte big-endian length prefix in front of every frame body,
+//! and the max-frame-size limit (SPOE.txt §3.2), as a `tokio_util` codec.
+//!
+//! The length is checked against the limit *before* the body is buffered, so a peer
+//! announcing a huge frame costs nothing but an error (status 3). Decoding follows the
+//! `Decoder` contract: `Ok(None)` means "need more bytes", `Ok(Some)` consumes exactly one
+//! frame, `Err` means the stream is unusable.
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::error::Error;
+use super::frame::Frame;
+
+/// Size of the length prefix.
+const PREFIX: usize = 4;
+
+/// Length-prefixed SPOP frames, limited to `max_frame_size` body bytes in both directions.
+#[derive(Debug, Clone)]
+pub struct SpopCodec {
+    max_frame_size: u32,
+}
+
+impl SpopCodec {
+    /// A codec that accepts bodies of at most `max_frame_size` bytes.
+    pub fn new(max_frame_size: u32) -> Self {
+        Self { max_frame_size }
+    }
+
+    /// The limit in force.
+    pub fn max_frame_size(&self) -> u32 {
+        self.max_frame_size
+    }
+
+    /// Changes the limit, e.g. once the HELLO exchange has negotiated it.
+    pub fn set_max_frame_size(&mut self, max_frame_size: u32) {
+        self.max_frame_size = max_frame_size;
+    }
+}
+
+impl Decoder for SpopCodec {
+    type Item = Frame;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        let Some(prefix) = src.get(..PREFIX) else {
+            return Ok(None);
+        };
+        let mut prefix = prefix;
+        let size = prefix.get_u32();
+        if size > self.max_frame_size {
+            return Err(Error::TooBig {
+                size,
+                max: self.max_frame_size,
+            });
+        }
+        // Lossless: size <= max_frame_size, a u32, and usize is at least 32 bits here.
+        let body_len = usize::try_from(size).map_err(|_| Error::TooBig {
+            size,
+            max: self.max_frame_size,
+        })?;
+        let total = PREFIX + body_len;
+        if src.len() < total {
+            src.reserve(total - src.len());
+            return Ok(None);
+        }
+        src.advance(PREFIX);
+        let body = src.split_to(body_len).freeze();
+        Frame::decode(&body).map(Some)
+    }
+}
+
+impl Encoder<Frame> for SpopCodec {
+    type Error = Error;
+
+    /// Writes the length prefix and the body.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooBig`] when the body exceeds max-frame-size; `dst` is left as it was.
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), Error> {
+        let start = dst.len();
+        dst.put_u32(0);
+        frame.encode_body(dst);
+        let body_len = dst.len() - start - PREFIX;
+        match u32::try_from(body_len) {
+            Ok(size) if size <= self.max_frame_size => {
+                if let Some(prefix) = dst.get_mut(start..start + PREFIX) {
+                    prefix.copy_from_slice(&size.to_be_bytes());
+                }
+                Ok(())
+            }
+            _ => {
+                dst.truncate(start);
+                Err(Error::TooBig {
+                    size: u32::try_from(body_len).unwrap_or(u32::MAX),
+                    max: self.max_frame_size,
+                })
+            }
+        }
+    }
+}
