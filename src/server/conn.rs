@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info_span, trace, warn, Instrument};
@@ -34,14 +33,16 @@ use crate::spop::{Action, Disconnect, Error, Frame, Message, Payload, SpopCodec,
 /// does not turn our close into a reset that could destroy the DISCONNECT in flight.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// Runs one connection to completion. Never returns an error: every ending is logged
-/// here, at the level it deserves.
-pub(super) async fn serve<S>(
+/// Runs one SPOP session over `stream` to completion: HELLO, NOTIFY/ACK, DISCONNECT.
+///
+/// Never returns an error: every ending is logged here, at the level it deserves. `peer`
+/// labels the connection's tracing span. Works over any byte stream (TCP, unix socket,
+/// an in-memory pipe in tests).
+pub async fn serve_stream<S>(
     stream: S,
     peer: String,
     shared: Arc<Shared>,
     shutdown: CancellationToken,
-    permit: OwnedSemaphorePermit,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -57,7 +58,6 @@ pub(super) async fn serve<S>(
         };
         let ending = conn.run(&shutdown).await;
         conn.close(ending).await;
-        drop(permit);
     }
     .instrument(span)
     .await
@@ -322,5 +322,150 @@ impl<'a> Gauge<'a> {
 impl Drop for Gauge<'_> {
     fn drop(&mut self) {
         Metrics::dec(self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::Ordering;
+    use std::task::{Context, Poll};
+
+    use super::*;
+    use crate::config::Settings;
+    use crate::engine::Engine;
+    use crate::rules::RuleSet;
+    use crate::spop::client::Client;
+    use crate::spop::{Arg, TypedData};
+    use bytes::Bytes;
+    use tokio::io::{DuplexStream, ReadBuf};
+
+    fn shared(server_toml: &str) -> Arc<Shared> {
+        let config = Settings::from_toml(server_toml)
+            .unwrap()
+            .validate(std::path::Path::new("/t.toml"))
+            .unwrap();
+        Arc::new(Shared::new(Engine::new(RuleSet::empty()), &config.server))
+    }
+
+    fn notify(stream_id: u64) -> Frame {
+        let message = Message {
+            name: Bytes::from_static(b"guard-check"),
+            args: vec![Arg {
+                name: Bytes::from_static(b"src"),
+                value: TypedData::Ipv4([192, 0, 2, 1].into()),
+            }],
+        };
+        Frame::new(stream_id, 1, Payload::Notify(vec![message]))
+    }
+
+    /// Counts the write calls that reach the socket.
+    struct CountingStream {
+        inner: DuplexStream,
+        writes: Arc<AtomicU64>,
+    }
+
+    impl AsyncRead for CountingStream {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for CountingStream {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            Pin::new(&mut self.inner).poll_write(cx, buf)
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_of_pipelined_notifies_go_out_in_one_write() {
+        let shared = shared("");
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(AtomicU64::new(0));
+        let server = CountingStream {
+            inner: server_io,
+            writes: writes.clone(),
+        };
+        let session = tokio::spawn(serve_stream(
+            server,
+            "test".into(),
+            shared.clone(),
+            CancellationToken::new(),
+        ));
+        let mut client = Client::handshake(client_io, 16380).await.unwrap();
+        let after_hello = writes.load(Ordering::Relaxed);
+        for i in 0..50 {
+            client.feed(notify(2 * i + 1)).await.unwrap();
+        }
+        client.flush().await.unwrap(); // all 50 NOTIFYs arrive together
+        for i in 0..50 {
+            let ack = client.recv().await.unwrap().unwrap();
+            assert_eq!(ack.stream_id, 2 * i + 1);
+        }
+        let ack_writes = writes.load(Ordering::Relaxed) - after_hello;
+        assert!(ack_writes <= 2, "50 ACKs took {ack_writes} writes");
+        drop(client);
+        session.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_get_disconnect_status_2() {
+        let shared = shared("[server]\nidle_timeout_secs = 30\n");
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let session = tokio::spawn(serve_stream(
+            server_io,
+            "test".into(),
+            shared,
+            CancellationToken::new(),
+        ));
+        let mut client = Client::handshake(client_io, 16380).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let frame = client.recv().await.unwrap();
+        let Some(Frame {
+            payload: Payload::AgentDisconnect(d),
+            ..
+        }) = frame
+        else {
+            panic!("got {frame:?}")
+        };
+        assert_eq!(d.status, Status::TIMEOUT);
+        assert!(started.elapsed() >= Duration::from_secs(30));
+        drop(client);
+        session.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_before_hello_is_dropped_after_the_idle_timeout() {
+        let shared = shared("[server]\nidle_timeout_secs = 5\n");
+        let (_client_io, server_io) = tokio::io::duplex(1 << 16);
+        let session = tokio::spawn(serve_stream(
+            server_io,
+            "test".into(),
+            shared.clone(),
+            CancellationToken::new(),
+        ));
+        tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(Metrics::get(&shared.metrics.connections_active), 0);
     }
 }

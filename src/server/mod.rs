@@ -11,6 +11,8 @@
 
 mod conn;
 
+pub use conn::serve_stream;
+
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
@@ -175,35 +178,27 @@ pub async fn run(
             () = shutdown.cancelled() => break,
             accepted = accept(&listener) => accepted,
         };
-        match accepted {
+        let session = match accepted {
             Ok(Accepted::Tcp(stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                tracker.spawn(conn::serve(
-                    stream,
-                    peer.to_string(),
-                    shared.clone(),
-                    shutdown.clone(),
-                    permit,
-                ));
+                serve_stream(stream, peer.to_string(), shared.clone(), shutdown.clone()).boxed()
             }
             Ok(Accepted::Unix(stream)) => {
-                tracker.spawn(conn::serve(
-                    stream,
-                    "unix".to_string(),
-                    shared.clone(),
-                    shutdown.clone(),
-                    permit,
-                ));
+                serve_stream(stream, "unix".into(), shared.clone(), shutdown.clone()).boxed()
             }
             Err(err) => {
                 // EMFILE and friends: back off briefly, never give up.
                 warn!(error = %err, "accept failed; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
                 }
             }
-        }
+        };
+        tracker.spawn(async move {
+            session.await;
+            drop(permit);
+        });
     }
     drop(listener);
     tracker.close();

@@ -224,7 +224,7 @@ impl Frame {
         }
         let p = Parser { body };
         match p.frame(body) {
-            Ok((rest, frame)) if rest.is_empty() => Ok(frame),
+            Ok(([], frame)) => Ok(frame),
             Ok(_) => Err(Error::Invalid("trailing bytes after payload")),
             Err(nom::Err::Error(e) | nom::Err::Failure(e)) => Err(Error::Invalid(e.0)),
             Err(nom::Err::Incomplete(_)) => Err(Error::Invalid("truncated frame")),

@@ -184,7 +184,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes: Vec<u8>) {
             if let Ok((_, used)) = decode(&bytes) {
-                prop_assert!(used >= 1 && used <= MAX_LEN && used <= bytes.len());
+                prop_assert!((1..=MAX_LEN).contains(&used) && used <= bytes.len());
             }
         }
     }

@@ -1,0 +1,204 @@
+//! Starting a real spoa-guard agent inside the test process, on 127.0.0.1:0, with rule
+//! files written to a temporary directory; and raw-frame helpers over TCP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use spoa_guard::config::Config;
+use spoa_guard::engine::Engine;
+use spoa_guard::rules::RuleSet;
+use spoa_guard::server::{self, Listener, Shared};
+use spoa_guard::spop::{Arg, Frame, Message, SpopCodec, TypedData};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_util::codec::{Decoder, Framed};
+use tokio_util::sync::CancellationToken;
+
+/// An agent serving on a loopback port until dropped or [`Agent::stop`]ped.
+pub struct Agent {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub shutdown: CancellationToken,
+    task: Option<JoinHandle<()>>,
+    pub dir: tempfile::TempDir,
+}
+
+/// Allow and block list contents used unless a test says otherwise.
+pub const ALLOW: &str = "127.0.0.77\n192.0.2.10\n";
+pub const BLOCK: &str = "# test block list\n127.0.0.66\n127.0.0.77\n127.0.1.0/24 ; a CIDR\n2001:db8:bad::/48\n203.0.113.7\n";
+
+impl Agent {
+    /// An agent with the default test lists.
+    pub async fn start() -> Agent {
+        Self::with_lists(ALLOW, BLOCK, "").await
+    }
+
+    /// An agent with the given list contents and extra `[server]` lines.
+    pub async fn with_lists(allow: &str, block: &str, server_extra: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("allow.txt"), allow).unwrap();
+        std::fs::write(dir.path().join("blocklist.txt"), block).unwrap();
+        let config_path = dir.path().join("spoa-guard.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout_secs = 5\n{server_extra}\n\
+                 [lists]\nallow = [\"allow.txt\"]\nblock = [\"blocklist.txt\"]\n"
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&config_path).unwrap();
+        let rules = RuleSet::load(&config.lists).unwrap();
+        let listener = Listener::bind(&config.server.listen, config.server.backlog).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shared = Arc::new(Shared::new(Engine::new(rules), &config.server));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server::run(
+            listener,
+            shared.clone(),
+            config.server.max_connections,
+            shutdown.clone(),
+            config.server.shutdown_timeout,
+        ));
+        Agent {
+            addr,
+            shared,
+            shutdown,
+            task: Some(task),
+            dir,
+        }
+    }
+
+    /// Path of a file in the agent's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Cancels the agent and waits until `server::run` has returned.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("agent did not stop")
+                .unwrap();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A `guard-check` message with the given source and optional user agent/path.
+pub fn guard_check(src: TypedData) -> Message {
+    Message {
+        name: Bytes::from_static(b"guard-check"),
+        args: vec![
+            arg("src", src),
+            arg("method", TypedData::str("GET")),
+            arg("path", TypedData::str("/")),
+            arg("host", TypedData::str("www.example.com")),
+            arg("ua", TypedData::str("curl/8.0")),
+        ],
+    }
+}
+
+pub fn arg(name: &'static str, value: TypedData) -> Arg {
+    Arg {
+        name: Bytes::from_static(name.as_bytes()),
+        value,
+    }
+}
+
+pub fn ipv4(text: &str) -> TypedData {
+    TypedData::Ipv4(text.parse().unwrap())
+}
+
+pub fn ipv6(text: &str) -> TypedData {
+    TypedData::Ipv6(text.parse().unwrap())
+}
+
+/// Reads a captured frame (hex) from tests/fixtures/captures.
+pub fn capture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/captures")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hex::decode(text.trim()).unwrap()
+}
+
+/// A raw TCP connection: write arbitrary bytes, read frames back.
+pub struct Raw {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub async fn connect(addr: SocketAddr) -> Raw {
+        Raw {
+            stream: TcpStream::connect(addr).await.unwrap(),
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub async fn write(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Encodes and writes a frame.
+    pub async fn send(&mut self, frame: Frame) {
+        let mut framed = Framed::new(&mut self.stream, SpopCodec::new(u32::MAX));
+        framed.send(frame).await.unwrap();
+    }
+
+    /// The next frame from the agent, `None` on EOF; fails the test after 5 s.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        let mut codec = SpopCodec::new(u32::MAX);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if let Some(frame) = codec.decode(&mut self.buf).unwrap() {
+                    return Some(frame);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+        })
+        .await
+        .expect("no frame from the agent within 5 s")
+    }
+
+    /// The raw bytes of the next frame (length prefix included).
+    pub async fn recv_raw(&mut self) -> Vec<u8> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if self.buf.len() >= 4 {
+                    let len = u32::from_be_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                    if self.buf.len() >= 4 + len {
+                        return self.buf.split_to(4 + len).to_vec();
+                    }
+                }
+                let n = self.stream.read_buf(&mut self.buf).await.unwrap();
+                assert!(n > 0, "EOF before a whole frame");
+            }
+        })
+        .await
+        .expect("no frame within 5 s")
+    }
+
+    /// Whether the agent closed the connection (EOF or reset) within 5 s.
+    pub async fn closed(&mut self) -> bool {
+        self.recv().await.is_none()
+    }
+}
