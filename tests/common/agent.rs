@@ -202,3 +202,95 @@ impl Raw {
         self.recv().await.is_none()
     }
 }
+
+/// The `spoa-guard` binary running as its own process (`serve`), as a user runs it.
+pub struct AgentProcess {
+    child: Option<std::process::Child>,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    /// Writes `allow.txt` / `block.txt` (named after the rule each reports) and a config
+    /// listening on a free loopback port, then starts the agent and waits until it accepts.
+    pub fn start(allow_name: &str, allow: &str, block_name: &str, block: &str) -> AgentProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        std::fs::write(dir.path().join(format!("{allow_name}.txt")), allow).unwrap();
+        std::fs::write(dir.path().join(format!("{block_name}.txt")), block).unwrap();
+        let config = dir.path().join("spoa-guard.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{addr}\"\n[lists]\nallow = [\"{allow_name}.txt\"]\nblock = [\"{block_name}.txt\"]\n[log]\nlevel = \"debug\"\n"
+            ),
+        )
+        .unwrap();
+        let mut agent = AgentProcess { child: None, addr, config, dir };
+        agent.restart();
+        agent
+    }
+
+    /// Starts the agent again after [`AgentProcess::stop`] (same port, same files).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "agent already running");
+        let log = std::fs::File::create(self.dir.path().join("agent.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_spoa-guard"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(std::time::Instant::now() < deadline, "agent did not listen on {}:\n{}", self.addr, self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (`TERM`, `HUP`, ...) to the agent.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("agent not running").id();
+        let status = std::process::Command::new("kill").args([format!("-{name}"), pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
+    }
+
+    /// SIGTERM, then waits for the exit (at most 10 s).
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.stop_wait()
+    }
+
+    /// Waits for the agent to exit after a signal (at most 10 s).
+    pub fn stop_wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("agent did not exit within 10 s of SIGTERM:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
