@@ -26,13 +26,21 @@ fn text(bytes: &[u8]) -> String {
 fn write_config(dir: &Path, listen: &str, block: &str) -> String {
     std::fs::write(dir.join("block.txt"), block).unwrap();
     let config = dir.join("spoa-guard.toml");
-    std::fs::write(&config, format!("[server]\nlisten = \"{listen}\"\n[lists]\nblock = [\"block.txt\"]\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("[server]\nlisten = \"{listen}\"\n[lists]\nblock = [\"block.txt\"]\n"),
+    )
+    .unwrap();
     config.display().to_string()
 }
 
 #[test]
 fn check_accepts_the_bundled_example() {
-    let out = run(&["check", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/examples/spoa-guard.toml")]);
+    let out = run(&[
+        "check",
+        "--config",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/spoa-guard.toml"),
+    ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("OK"));
 }
@@ -40,7 +48,11 @@ fn check_accepts_the_bundled_example() {
 #[test]
 fn check_reports_every_bad_line_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "127.0.0.1:0", "192.0.2.1\nnot-an-ip\n# fine\n10.0.0.0/33\n");
+    let config = write_config(
+        dir.path(),
+        "127.0.0.1:0",
+        "192.0.2.1\nnot-an-ip\n# fine\n10.0.0.0/33\n",
+    );
     let out = run(&["check", "-c", &config]);
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
@@ -55,15 +67,27 @@ fn check_reports_every_bad_line_with_file_and_line() {
 fn check_names_unknown_keys_and_missing_files() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.toml");
-    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:1\"\nmax_frame = 1\n").unwrap();
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:1\"\nmax_frame = 1\n",
+    )
+    .unwrap();
     let out = run(&["check", "-c", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("max_frame"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("max_frame"),
+        "{}",
+        text(&out.stderr)
+    );
 
     std::fs::write(&config, "[lists]\nblock = [\"missing.txt\"]\n").unwrap();
     let out = run(&["check", "-c", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("missing.txt"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("missing.txt"),
+        "{}",
+        text(&out.stderr)
+    );
 
     let out = run(&["check", "-c", "/nonexistent/spoa-guard.toml"]);
     assert_eq!(out.status.code(), Some(1));
@@ -76,11 +100,18 @@ fn serve_refuses_to_start_with_broken_rules() {
     let config = write_config(dir.path(), "127.0.0.1:0", "300.1.1.1\n");
     let out = run(&["serve", "-c", &config]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("block.txt:1:"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("block.txt:1:"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 async fn action_for(client: &mut Client<tokio::net::TcpStream>, src: &str) -> TypedData {
-    let actions = client.notify(1, 1, vec![guard_check(ipv4(src))]).await.unwrap();
+    let actions = client
+        .notify(1, 1, vec![guard_check(ipv4(src))])
+        .await
+        .unwrap();
     actions
         .into_iter()
         .find_map(|a| match a {
@@ -94,12 +125,26 @@ async fn action_for(client: &mut Client<tokio::net::TcpStream>, src: &str) -> Ty
 async fn sigterm_disconnects_clients_and_exits_0() {
     let mut agent = AgentProcess::start("allow", "", "block", "192.0.2.1\n");
     let mut client = Client::connect(agent.addr).await.unwrap();
-    assert_eq!(action_for(&mut client, "192.0.2.1").await, TypedData::str("deny"));
+    assert_eq!(
+        action_for(&mut client, "192.0.2.1").await,
+        TypedData::str("deny")
+    );
     let started = Instant::now();
     agent.signal("TERM");
     let frame = client.recv().await.unwrap();
-    assert!(matches!(frame, Some(Frame { payload: Payload::AgentDisconnect(_), .. })), "{frame:?}");
-    let status = tokio::task::spawn_blocking(move || agent.stop_wait()).await.unwrap();
+    assert!(
+        matches!(
+            frame,
+            Some(Frame {
+                payload: Payload::AgentDisconnect(_),
+                ..
+            })
+        ),
+        "{frame:?}"
+    );
+    let status = tokio::task::spawn_blocking(move || agent.stop_wait())
+        .await
+        .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -108,25 +153,49 @@ async fn sigterm_disconnects_clients_and_exits_0() {
 async fn sighup_reloads_and_a_broken_file_keeps_the_old_rules() {
     let agent = AgentProcess::start("allow", "", "block", "192.0.2.1\n");
     let mut client = Client::connect(agent.addr).await.unwrap();
-    assert_eq!(action_for(&mut client, "192.0.2.2").await, TypedData::str("allow"));
+    assert_eq!(
+        action_for(&mut client, "192.0.2.2").await,
+        TypedData::str("allow")
+    );
 
     std::fs::write(agent.dir.path().join("block.txt"), "192.0.2.2\n").unwrap();
     agent.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while action_for(&mut client, "192.0.2.2").await != TypedData::str("deny") {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload:\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(action_for(&mut client, "192.0.2.1").await, TypedData::str("allow"));
+    assert_eq!(
+        action_for(&mut client, "192.0.2.1").await,
+        TypedData::str("allow")
+    );
 
     // A broken edit: the rules in force stay, and the log names the line.
-    std::fs::write(agent.dir.path().join("block.txt"), "192.0.2.3\nbroken line\n").unwrap();
+    std::fs::write(
+        agent.dir.path().join("block.txt"),
+        "192.0.2.3\nbroken line\n",
+    )
+    .unwrap();
     agent.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !agent.log().contains("block.txt:2:") {
-        assert!(Instant::now() < deadline, "reload error not logged:\n{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "reload error not logged:\n{}",
+            agent.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(action_for(&mut client, "192.0.2.2").await, TypedData::str("deny"));
-    assert_eq!(action_for(&mut client, "192.0.2.3").await, TypedData::str("allow"));
+    assert_eq!(
+        action_for(&mut client, "192.0.2.2").await,
+        TypedData::str("deny")
+    );
+    assert_eq!(
+        action_for(&mut client, "192.0.2.3").await,
+        TypedData::str("allow")
+    );
 }

@@ -23,15 +23,31 @@ async fn start(v: Version) -> Option<(AgentProcess, Haproxy)> {
     let binary = require(v)?;
     let agent = AgentProcess::start("office", ALLOW, "e2e-block", BLOCK);
     let hap = Haproxy::start(&binary, agent.addr.port(), &[]).await;
-    assert!(hap.wait_agent_status("UP", Duration::from_secs(10)).await, "agent never UP\n{}", hap.log());
+    assert!(
+        hap.wait_agent_status("UP", Duration::from_secs(10)).await,
+        "agent never UP\n{}",
+        hap.log()
+    );
     Some((agent, hap))
 }
 
 fn context(v: Version, hap: &Haproxy, agent: &AgentProcess, r: &Response) -> String {
-    format!("HAProxy {}: {r:?}\n--- haproxy ---\n{}\n--- agent ---\n{}", v.label(), hap.log(), agent.log())
+    format!(
+        "HAProxy {}: {r:?}\n--- haproxy ---\n{}\n--- agent ---\n{}",
+        v.label(),
+        hap.log(),
+        agent.log()
+    )
 }
 
-fn assert_verdict(r: &Response, status: u16, action: &str, reason: &str, rule: &str, ctx: impl Fn() -> String) {
+fn assert_verdict(
+    r: &Response,
+    status: u16,
+    action: &str,
+    reason: &str,
+    rule: &str,
+    ctx: impl Fn() -> String,
+) {
     assert_eq!(r.status, status, "{}", ctx());
     assert_eq!(r.guard("action"), action, "{}", ctx());
     assert_eq!(r.guard("reason"), reason, "{}", ctx());
@@ -42,27 +58,41 @@ fn assert_verdict(r: &Response, status: u16, action: &str, reason: &str, rule: &
 }
 
 async fn lists_decide(v: Version) {
-    let Some((agent, hap)) = start(v).await else { return };
+    let Some((agent, hap)) = start(v).await else {
+        return;
+    };
     let cases = [
         (v4(1), 200, "allow", "none", ""),
         (v4(66), 403, "deny", "blocklist", "e2e-block"),
-        (std::net::IpAddr::from([127, 0, 1, 200]), 403, "deny", "blocklist", "e2e-block"),
+        (
+            std::net::IpAddr::from([127, 0, 1, 200]),
+            403,
+            "deny",
+            "blocklist",
+            "e2e-block",
+        ),
         (v4(77), 200, "allow", "allowlist", "office"),
     ];
     for (src, status, action, reason, rule) in cases {
         let r = get(hap.http_port, src, "/", Some("curl/8.0")).await;
-        assert_verdict(&r, status, action, reason, rule, || format!("src {src}: {}", context(v, &hap, &agent, &r)));
+        assert_verdict(&r, status, action, reason, rule, || {
+            format!("src {src}: {}", context(v, &hap, &agent, &r))
+        });
     }
     if hap.ipv6 {
         let r = get(hap.http_port, v6_loopback(), "/v6", Some("curl/8.0")).await;
-        assert_verdict(&r, 403, "deny", "blocklist", "e2e-block", || context(v, &hap, &agent, &r));
+        assert_verdict(&r, 403, "deny", "blocklist", "e2e-block", || {
+            context(v, &hap, &agent, &r)
+        });
     } else {
         eprintln!("SKIPPED: IPv6 part, ::1 cannot be bound on this machine");
     }
 }
 
 async fn fail_open_then_recovery(v: Version) {
-    let Some((mut agent, hap)) = start(v).await else { return };
+    let Some((mut agent, hap)) = start(v).await else {
+        return;
+    };
     let r = get(hap.http_port, v4(66), "/", None).await;
     assert_eq!(r.status, 403, "{}", context(v, &hap, &agent, &r));
 
@@ -79,28 +109,55 @@ async fn fail_open_then_recovery(v: Version) {
         get(hap.http_port, v4(66), "/", None).await.status == 403
     })
     .await;
-    assert!(resumed, "filtering did not resume\n{}\n{}", hap.log(), agent.log());
+    assert!(
+        resumed,
+        "filtering did not resume\n{}\n{}",
+        hap.log(),
+        agent.log()
+    );
     let r = get(hap.http_port, v4(1), "/", None).await;
-    assert_verdict(&r, 200, "allow", "none", "", || context(v, &hap, &agent, &r));
+    assert_verdict(&r, 200, "allow", "none", "", || {
+        context(v, &hap, &agent, &r)
+    });
 }
 
 /// Many concurrent requests: HAProxy 3.2 opens about one agent connection per request,
 /// 2.6 pipelines; every request must get its own, correct verdict.
 async fn concurrent_requests(v: Version) {
-    let Some((agent, hap)) = start(v).await else { return };
+    let Some((agent, hap)) = start(v).await else {
+        return;
+    };
     let port = hap.http_port;
     let tasks: Vec<_> = (0..200u32)
         .map(|i| {
             tokio::spawn(async move {
-                let (src, status) = if i % 4 == 0 { (v4(66), 403) } else { (v4(10 + (i % 50) as u8), 200) };
-                (i, status, get(port, src, &format!("/req/{i}"), Some("load/1.0")).await)
+                let (src, status) = if i % 4 == 0 {
+                    (v4(66), 403)
+                } else {
+                    (v4(10 + (i % 50) as u8), 200)
+                };
+                (
+                    i,
+                    status,
+                    get(port, src, &format!("/req/{i}"), Some("load/1.0")).await,
+                )
             })
         })
         .collect();
     for task in tasks {
         let (i, status, r) = task.await.unwrap();
-        assert_eq!(r.status, status, "request {i}: {}", context(v, &hap, &agent, &r));
-        assert_eq!(r.guard("error"), "", "request {i}: {}", context(v, &hap, &agent, &r));
+        assert_eq!(
+            r.status,
+            status,
+            "request {i}: {}",
+            context(v, &hap, &agent, &r)
+        );
+        assert_eq!(
+            r.guard("error"),
+            "",
+            "request {i}: {}",
+            context(v, &hap, &agent, &r)
+        );
     }
 }
 

@@ -92,10 +92,7 @@ async fn healthcheck_is_answered_then_closed() {
 async fn captured_notify_gets_an_ack_with_the_same_ids() {
     let agent = Agent::start().await;
     for version in ["haproxy-2.6", "haproxy-3.2"] {
-        let mut raw = Raw::connect(agent.addr).await;
-        raw.write(&capture(&format!("{version}/03-haproxy-hello.hex")))
-            .await;
-        raw.recv().await.unwrap();
+        let mut raw = Raw::after_captured_hello(agent.addr, version).await;
         // 2.6's first NOTIFY has stream-id 0; 3.2's has stream-id 1.
         raw.write(&capture(&format!("{version}/05-notify-r1-get-root.hex")))
             .await;
@@ -289,6 +286,11 @@ async fn protocol_errors_disconnect_with_their_status() {
     // After a good HELLO.
     let after_hello: Vec<(Vec<u8>, Status)> = vec![
         (frame_bytes(fragment), Status::FRAG_NOT_SUPPORTED),
+        // HAProxy 2.6's real first fragment, cut inside the User-Agent string.
+        (
+            capture("haproxy-2.6/37-notify-fragment1-nofin.hex"),
+            Status::FRAG_NOT_SUPPORTED,
+        ),
         (
             frame_bytes(Frame {
                 flags: Flags::FIN,
@@ -323,7 +325,7 @@ async fn protocol_errors_disconnect_with_their_status() {
     }
     assert_eq!(
         Metrics::get(&agent.shared.metrics.protocol_errors_total),
-        12
+        13
     );
 }
 
@@ -362,10 +364,7 @@ async fn negotiated_frame_size_is_enforced() {
 async fn haproxy_disconnect_is_answered_with_status_0() {
     let agent = Agent::start().await;
     for version in ["haproxy-2.6", "haproxy-3.2"] {
-        let mut raw = Raw::connect(agent.addr).await;
-        raw.write(&capture(&format!("{version}/03-haproxy-hello.hex")))
-            .await;
-        raw.recv().await.unwrap();
+        let mut raw = Raw::after_captured_hello(agent.addr, version).await;
         let file = if version == "haproxy-2.6" {
             "29-haproxy-disconnect-idle-timeout.hex"
         } else {

@@ -187,9 +187,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     async fn handle(&mut self, frame: Frame) -> Result<(), Ending> {
         match frame.payload {
             Payload::Notify(messages) => {
-                if !frame.flags.fin() {
-                    return Err(Ending::Protocol(Error::Fragmented));
-                }
                 let actions = self.evaluate(&messages);
                 trace!(
                     stream_id = frame.stream_id,
@@ -203,7 +200,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     .await
                     .map_err(|err| self.ending_for(err))
             }
-            Payload::Unset(_) => Err(Ending::Protocol(Error::Fragmented)),
+            Payload::NotifyFragment(_) | Payload::Unset(_) => {
+                Err(Ending::Protocol(Error::Fragmented))
+            }
             Payload::HaproxyDisconnect(d) => Err(Ending::PeerDisconnect(d)),
             Payload::HaproxyHello(_) => Err(Ending::Protocol(Error::Unexpected(
                 "HAPROXY-HELLO after the handshake",

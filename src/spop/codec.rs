@@ -6,6 +6,8 @@
 //! `Decoder` contract: `Ok(None)` means "need more bytes", `Ok(Some)` consumes exactly one
 //! frame, `Err` means the stream is unusable.
 
+use std::io;
+
 use bytes::{Buf, BufMut, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -67,6 +69,19 @@ impl Decoder for SpopCodec {
         src.advance(PREFIX);
         let body = src.split_to(body_len).freeze();
         Frame::decode(&body).map(Some)
+    }
+
+    /// At end of stream, leftover bytes are a frame cut short by the peer closing: an
+    /// `UnexpectedEof` I/O error, so the connection treats it as the peer going away.
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, Error> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(Error::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a frame",
+            ))),
+        }
     }
 }
 

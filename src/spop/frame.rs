@@ -42,7 +42,11 @@ pub struct Frame {
 /// The payload of each frame type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Payload {
-    /// A 2.x NOTIFY continuation fragment, kept raw (the agent never asks for them).
+    /// The first fragment of a NOTIFY (FIN clear), kept raw: HAProxy 2.x cuts fragments
+    /// anywhere, even inside a string, so the payload cannot be parsed on its own. The
+    /// agent never announces fragmentation, so receiving one is an error (status 10).
+    NotifyFragment(Bytes),
+    /// A 2.x NOTIFY continuation fragment (frame type UNSET), kept raw.
     Unset(Bytes),
     /// HAPROXY-HELLO key/values; see [`super::hello::negotiate`].
     HaproxyHello(KvList),
@@ -62,6 +66,7 @@ impl Payload {
     /// The frame type this payload travels in.
     pub fn frame_type(&self) -> FrameType {
         match self {
+            Self::NotifyFragment(_) => FrameType::Notify,
             Self::Unset(_) => FrameType::Unset,
             Self::HaproxyHello(_) => FrameType::HaproxyHello,
             Self::HaproxyDisconnect(_) => FrameType::HaproxyDisconnect,
@@ -216,8 +221,8 @@ impl Frame {
     ///
     /// [`Error::Invalid`] when the body is not a well-formed frame of a known type:
     /// truncated, with trailing bytes, an unknown frame/data/action type, a bad scope or
-    /// an out-of-range integer. Flags are not judged here; the connection decides what a
-    /// fragment means.
+    /// an out-of-range integer. Fragments (a NOTIFY without FIN, an UNSET frame) are not
+    /// parsed but returned raw; the connection decides what they mean.
     pub fn decode(body: &Bytes) -> Result<Frame, Error> {
         if body.len() < MIN_BODY {
             return Err(Error::Invalid("frame shorter than its header"));
@@ -238,7 +243,7 @@ impl Frame {
         varint::encode(self.stream_id, dst);
         varint::encode(self.frame_id, dst);
         match &self.payload {
-            Payload::Unset(raw) => dst.put_slice(raw),
+            Payload::NotifyFragment(raw) | Payload::Unset(raw) => dst.put_slice(raw),
             Payload::HaproxyHello(kv) | Payload::AgentHello(kv) => put_kv(kv, dst),
             Payload::HaproxyDisconnect(d) | Payload::AgentDisconnect(d) => {
                 put_str(b"status-code", dst);
@@ -354,6 +359,9 @@ impl<'b> Parser<'b> {
         };
         let (input, payload) = match frame_type {
             FrameType::Unset => (&[][..], Payload::Unset(self.body.slice_ref(input))),
+            FrameType::Notify if !Flags(flags).fin() => {
+                (&[][..], Payload::NotifyFragment(self.body.slice_ref(input)))
+            }
             FrameType::HaproxyHello => map(self.kv_list(input)?, Payload::HaproxyHello)?,
             FrameType::AgentHello => map(self.kv_list(input)?, Payload::AgentHello)?,
             FrameType::HaproxyDisconnect => map(self.kv_list(input)?, |kv| {

@@ -149,6 +149,15 @@ impl Raw {
         }
     }
 
+    /// Connects and replays `version`'s captured HAPROXY-HELLO, consuming the answer.
+    pub async fn after_captured_hello(addr: SocketAddr, version: &str) -> Raw {
+        let mut raw = Raw::connect(addr).await;
+        raw.write(&capture(&format!("{version}/03-haproxy-hello.hex")))
+            .await;
+        raw.recv().await.expect("no AGENT-HELLO");
+        raw
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
     }
@@ -216,7 +225,11 @@ impl AgentProcess {
     /// listening on a free loopback port, then starts the agent and waits until it accepts.
     pub fn start(allow_name: &str, allow: &str, block_name: &str, block: &str) -> AgentProcess {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         std::fs::write(dir.path().join(format!("{allow_name}.txt")), allow).unwrap();
         std::fs::write(dir.path().join(format!("{block_name}.txt")), block).unwrap();
@@ -228,7 +241,12 @@ impl AgentProcess {
             ),
         )
         .unwrap();
-        let mut agent = AgentProcess { child: None, addr, config, dir };
+        let mut agent = AgentProcess {
+            child: None,
+            addr,
+            config,
+            dir,
+        };
         agent.restart();
         agent
     }
@@ -246,7 +264,12 @@ impl AgentProcess {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(std::time::Instant::now() < deadline, "agent did not listen on {}:\n{}", self.addr, self.log());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "agent did not listen on {}:\n{}",
+                self.addr,
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -254,7 +277,10 @@ impl AgentProcess {
     /// Sends a signal (`TERM`, `HUP`, ...) to the agent.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("agent not running").id();
-        let status = std::process::Command::new("kill").args([format!("-{name}"), pid.to_string()]).status().unwrap();
+        let status = std::process::Command::new("kill")
+            .args([format!("-{name}"), pid.to_string()])
+            .status()
+            .unwrap();
         assert!(status.success(), "kill -{name} {pid}");
     }
 
