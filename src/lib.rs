@@ -34,6 +34,14 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
+// Everything here handles bytes from the network or lines from rule files: no panicking
+// accessors, no silently truncating casts (tests are exempt, see clippy.toml).
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::cast_possible_truncation
+)]
 
 pub mod config;
 pub mod engine;

@@ -213,7 +213,7 @@ pub async fn run(
     let started = Instant::now();
     match tokio::time::timeout(grace, tracker.wait()).await {
         Ok(()) => info!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_secs = started.elapsed().as_secs_f64(),
             "all connections closed"
         ),
         Err(_) => warn!(
