@@ -43,6 +43,21 @@ impl Engine {
 
     /// Decides one request.
     ///
+    /// ```
+    /// use std::time::Instant;
+    /// use spoa_guard::engine::{Decision, Engine, Reason, Request};
+    /// use spoa_guard::rules::ip::{IpList, IpMatcher};
+    /// use spoa_guard::rules::RuleSet;
+    ///
+    /// let block = IpList::parse("lists/drop.txt".as_ref(), "192.0.2.0/24 ; SBL1\n").unwrap();
+    /// let rules = RuleSet { allow: IpMatcher::default(), block: IpMatcher::new([block]) };
+    /// let engine = Engine::new(rules);
+    /// let request = Request { src: Some("192.0.2.7".parse().unwrap()), ..Request::default() };
+    /// let verdict = engine.evaluate(&request, Instant::now());
+    /// assert_eq!((verdict.decision, verdict.reason), (Decision::Deny, Reason::Blocklist));
+    /// assert_eq!(&verdict.rule[..], b"drop");
+    /// ```
+    ///
     /// A request without a usable source address is allowed with reason `none`: it is a
     /// HAProxy configuration error, and failing open keeps the site up while the caller
     /// counts and logs it. `now` is the time the decision is made at (for rate limits).

@@ -217,6 +217,18 @@ impl Frame {
 
     /// Parses one complete frame body (the bytes after the length prefix).
     ///
+    /// ```
+    /// use bytes::{Bytes, BytesMut};
+    /// use spoa_guard::spop::{Action, Frame, Payload, TypedData};
+    ///
+    /// let ack = Frame::new(3, 1, Payload::Ack(vec![Action::set_txn("action", TypedData::str("deny"))]));
+    /// let mut body = BytesMut::new();
+    /// ack.encode_body(&mut body);
+    /// // 103 = ACK, FIN, stream-id 3, frame-id 1, then set-var txn "action" = "deny".
+    /// assert_eq!(&body[..], b"\x67\x00\x00\x00\x01\x03\x01\x01\x03\x02\x06action\x08\x04deny");
+    /// assert_eq!(Frame::decode(&Bytes::from(body.to_vec())).unwrap(), ack);
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Invalid`] when the body is not a well-formed frame of a known type:

@@ -53,6 +53,15 @@ impl Negotiated {
 
 /// Checks a HAPROXY-HELLO and decides the session parameters.
 ///
+/// ```
+/// use spoa_guard::spop::hello::{haproxy_hello, negotiate};
+/// use spoa_guard::spop::Payload;
+///
+/// let Payload::HaproxyHello(offer) = haproxy_hello(65532, false).payload else { unreachable!() };
+/// // HAProxy offers 65532 (tune.bufsize 65536); the agent's limit is 16380.
+/// assert_eq!(negotiate(&offer, 16380).unwrap().max_frame_size, 16380);
+/// ```
+///
 /// `agent_max_frame_size` is the agent's own limit (config `server.max_frame_size`); the
 /// result is the smaller of it and HAProxy's offer.
 ///

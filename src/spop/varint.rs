@@ -18,6 +18,15 @@
 //!
 //! Signed integers travel as their 64-bit two's complement, so a negative number always
 //! takes 10 bytes.
+//!
+//! ```
+//! use spoa_guard::spop::varint;
+//!
+//! let mut buf = Vec::new();
+//! varint::encode(2510, &mut buf);
+//! assert_eq!(buf, [0xfe, 0x8d, 0x00]);
+//! assert_eq!(varint::decode(&buf), Ok((2510, 3)));
+//! ```
 
 use bytes::BufMut;
 
