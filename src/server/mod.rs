@@ -1,5 +1,5 @@
 //! The network side: listeners, the accept loop, and graceful shutdown. One task per
-//! connection ([`conn`]) runs the SPOP session.
+//! connection ([`serve_stream`]) runs the SPOP session.
 //!
 //! Resource bounds: a semaphore caps open connections (the rest wait in the listen
 //! backlog, which is large because HAProxy 3.x opens about one connection per concurrent
