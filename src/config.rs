@@ -38,6 +38,12 @@ pub struct Settings {
     pub server: ServerSettings,
     /// `[lists]`: IP/CIDR allow and block list files.
     pub lists: ListsSettings,
+    /// `[asn]`: IP-to-ASN databases and blocked autonomous systems.
+    pub asn: AsnSettings,
+    /// `[[user_agent]]`: ordered user-agent rules.
+    pub user_agent: Vec<UserAgentSettings>,
+    /// `[[limit]]`: token-bucket rate limits.
+    pub limit: Vec<LimitSettings>,
     /// `[log]`: log level and format (restart to change).
     pub log: LogSettings,
 }
@@ -81,9 +87,125 @@ impl Default for ServerSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ListsSettings {
     /// Allow-list files: a match allows the request and skips every other rule.
-    pub allow: Vec<PathBuf>,
+    pub allow: Vec<ListEntry>,
     /// Block-list files: a match denies with reason `blocklist`.
-    pub block: Vec<PathBuf>,
+    pub block: Vec<ListEntry>,
+}
+
+/// One list file: a path, or `{ path = "...", dry_run = true }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ListEntry {
+    /// Just the path.
+    Path(PathBuf),
+    /// A path with options.
+    Table(ListTable),
+}
+
+/// The table form of a list entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListTable {
+    /// The list file.
+    pub path: PathBuf,
+    /// Evaluate and count, never decide.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `[asn]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AsnSettings {
+    /// IP-to-ASN databases (iptoasn TSV, ip-location-db CSV, MaxMind `.mmdb`; plain or
+    /// gzip), all merged; the most specific range wins.
+    pub databases: Vec<PathBuf>,
+    /// Blocked ASNs: numbers or `"AS64496"` strings.
+    pub block: Vec<AsnValue>,
+    /// A file of blocked ASNs, one per line (`AS64496` or `64496`, `#` comments).
+    pub block_file: Option<PathBuf>,
+    /// Evaluate and count, never deny.
+    pub dry_run: bool,
+}
+
+/// An ASN as written in the config: `64496` or `"AS64496"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum AsnValue {
+    /// A number.
+    Number(u32),
+    /// Text such as `AS64496`.
+    Text(String),
+}
+
+/// One `[[user_agent]]` rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserAgentSettings {
+    /// Reported as `txn.guard.rule` when the rule decides.
+    pub name: String,
+    /// A regular expression (Rust `regex` syntax) searched in the user agent.
+    pub pattern: Option<String>,
+    /// A file of patterns, one per line (`#` comments); any line matching is a match.
+    pub file: Option<PathBuf>,
+    /// Matches a missing or empty user agent.
+    #[serde(default)]
+    pub empty: bool,
+    /// `allow` or `deny`.
+    pub action: RuleAction,
+    /// Case-insensitive matching.
+    #[serde(default)]
+    pub ignore_case: bool,
+    /// Patterns are plain substrings, not regular expressions.
+    #[serde(default)]
+    pub literal: bool,
+    /// Evaluate and count, never decide.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a user-agent rule does when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// No later user-agent rule applies (rate limits still do).
+    Allow,
+    /// Deny with reason `user-agent`.
+    Deny,
+}
+
+/// One `[[limit]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    /// Reported as `txn.guard.rule` when the limit denies; identifies its state across
+    /// reloads.
+    pub name: String,
+    /// What a bucket is per: `src`, `src/N`, `src/N/M`, `asn`, `host`, `path`, `method`,
+    /// `arg:NAME`, `global`, joined with `+`.
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    /// Tokens added per second (may be fractional: 0.1 is one every ten seconds).
+    pub rate: f64,
+    /// Bucket size: requests allowed at once after a quiet period. Default: `rate`
+    /// rounded up, at least 1.
+    pub burst: Option<u32>,
+    /// Only requests whose path starts with this.
+    pub path_prefix: Option<String>,
+    /// Only these methods (case-insensitive).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Only requests for this host (case-insensitive, port ignored).
+    pub host: Option<String>,
+    /// Most keys tracked; beyond it new keys are not limited (and counted).
+    pub max_keys: Option<usize>,
+    /// Evaluate and count, never deny.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+fn default_limit_key() -> String {
+    "src".into()
 }
 
 /// `[log]`.
@@ -141,8 +263,8 @@ pub struct Config {
     pub path: PathBuf,
     /// Listener and connection settings.
     pub server: ServerConfig,
-    /// Rule inputs, paths made absolute.
-    pub lists: ListsConfig,
+    /// Everything reloadable: rule inputs, paths made absolute.
+    pub rules: RulesConfig,
     /// Logging.
     pub log: LogSettings,
 }
@@ -166,14 +288,111 @@ pub struct ServerConfig {
     pub message: String,
 }
 
-/// Validated `[lists]`: absolute paths.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListsConfig {
+/// The validated rule sections: everything a reload rebuilds. Paths are absolute.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RulesConfig {
     /// Allow lists, in priority order.
-    pub allow: Vec<PathBuf>,
+    pub allow: Vec<ListFile>,
     /// Block lists, in priority order (the first one matching names the rule).
-    pub block: Vec<PathBuf>,
+    pub block: Vec<ListFile>,
+    /// ASN databases and the blocked set.
+    pub asn: AsnConfig,
+    /// User-agent rules, in order.
+    pub user_agents: Vec<UserAgentRule>,
+    /// Rate limits, in order.
+    pub limits: Vec<LimitConfig>,
 }
+
+impl RulesConfig {
+    /// Every file the rules are read from, for `check` output and file watching.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut files: Vec<&Path> = Vec::new();
+        files.extend(self.allow.iter().chain(&self.block).map(|l| l.path.as_path()));
+        files.extend(self.asn.databases.iter().map(PathBuf::as_path));
+        files.extend(self.asn.block_file.as_deref());
+        files.extend(self.user_agents.iter().filter_map(|r| match &r.source {
+            UaSource::File(path) => Some(path.as_path()),
+            _ => None,
+        }));
+        files
+    }
+}
+
+/// One list file and whether it is a dry run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Evaluate and count, never decide.
+    pub dry_run: bool,
+}
+
+/// Validated `[asn]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AsnConfig {
+    /// Database files, absolute paths.
+    pub databases: Vec<PathBuf>,
+    /// Blocked ASNs given inline.
+    pub block: Vec<u32>,
+    /// File of blocked ASNs.
+    pub block_file: Option<PathBuf>,
+    /// Evaluate and count, never deny.
+    pub dry_run: bool,
+}
+
+/// A validated `[[user_agent]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserAgentRule {
+    /// Rule name.
+    pub name: String,
+    /// What it matches.
+    pub source: UaSource,
+    /// What it does.
+    pub action: RuleAction,
+    /// Case-insensitive.
+    pub ignore_case: bool,
+    /// Substrings rather than regular expressions.
+    pub literal: bool,
+    /// Evaluate and count, never decide.
+    pub dry_run: bool,
+}
+
+/// What a user-agent rule matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UaSource {
+    /// One regular expression.
+    Pattern(String),
+    /// A file of patterns (absolute path).
+    File(PathBuf),
+    /// A missing or empty user agent.
+    Empty,
+}
+
+/// A validated `[[limit]]`; the key is parsed when the limits are built.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitConfig {
+    /// Limit name.
+    pub name: String,
+    /// Key specification, e.g. `src+path`.
+    pub key: String,
+    /// Tokens per second, > 0.
+    pub rate: f64,
+    /// Bucket size, >= 1.
+    pub burst: u32,
+    /// Path prefix condition.
+    pub path_prefix: Option<String>,
+    /// Method condition, upper-case; empty means any.
+    pub methods: Vec<String>,
+    /// Host condition, lower-case without port.
+    pub host: Option<String>,
+    /// Key cap.
+    pub max_keys: usize,
+    /// Evaluate and count, never deny.
+    pub dry_run: bool,
+}
+
+/// Default cap on keys per limit.
+pub const DEFAULT_MAX_KEYS: usize = 500_000;
 
 impl Config {
     /// Reads, merges environment overrides into, and validates the file at `path`.
@@ -211,7 +430,9 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("lists.allow")
-            .with_list_parse_key("lists.block");
+            .with_list_parse_key("lists.block")
+            .with_list_parse_key("asn.databases")
+            .with_list_parse_key("asn.block");
         config::Config::builder()
             .add_source(source)
             .add_source(env)
@@ -274,19 +495,142 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
             message: s.message,
         };
-        let resolve = |paths: Vec<PathBuf>| paths.into_iter().map(|p| base.join(p)).collect();
-        let lists = ListsConfig {
-            allow: resolve(self.lists.allow),
-            block: resolve(self.lists.block),
-        };
+        let rules = validate_rules(self.lists, self.asn, self.user_agent, self.limit, &base)
+            .map_err(error)?;
         check_log_level(&self.log.level).map_err(|m| error(format!("log.level: {m}")))?;
         Ok(Config {
             path: path.to_path_buf(),
             server,
-            lists,
+            rules,
             log: self.log,
         })
     }
+}
+
+fn validate_rules(
+    lists: ListsSettings,
+    asn: AsnSettings,
+    user_agents: Vec<UserAgentSettings>,
+    limits: Vec<LimitSettings>,
+    base: &Path,
+) -> Result<RulesConfig, String> {
+    let list_file = |entry: ListEntry| match entry {
+        ListEntry::Path(path) => ListFile { path: base.join(path), dry_run: false },
+        ListEntry::Table(t) => ListFile { path: base.join(t.path), dry_run: t.dry_run },
+    };
+    let allow = lists.allow.into_iter().map(list_file).collect();
+    let block = lists.block.into_iter().map(list_file).collect();
+
+    let mut blocked = Vec::with_capacity(asn.block.len());
+    for value in asn.block {
+        blocked.push(match value {
+            AsnValue::Number(n) => n,
+            AsnValue::Text(text) => parse_asn(&text)
+                .ok_or_else(|| format!("asn.block: {text:?} is not an AS number (64496 or \"AS64496\")"))?,
+        });
+    }
+    if (!blocked.is_empty() || asn.block_file.is_some()) && asn.databases.is_empty() {
+        return Err("asn: blocking ASNs needs at least one file in asn.databases".into());
+    }
+    let asn = AsnConfig {
+        databases: asn.databases.into_iter().map(|p| base.join(p)).collect(),
+        block: blocked,
+        block_file: asn.block_file.map(|p| base.join(p)),
+        dry_run: asn.dry_run,
+    };
+
+    let mut rules = Vec::with_capacity(user_agents.len());
+    for (i, ua) in user_agents.into_iter().enumerate() {
+        let at = format!("user_agent[{i}] ({:?})", ua.name);
+        check_name(&ua.name).map_err(|m| format!("{at}: name: {m}"))?;
+        if rules.iter().any(|r: &UserAgentRule| r.name == ua.name) {
+            return Err(format!("{at}: another user_agent rule has the same name"));
+        }
+        let source = match (ua.pattern, ua.file, ua.empty) {
+            (Some(pattern), None, false) => UaSource::Pattern(pattern),
+            (None, Some(file), false) => UaSource::File(base.join(file)),
+            (None, None, true) => UaSource::Empty,
+            _ => return Err(format!("{at}: give exactly one of pattern, file or empty = true")),
+        };
+        rules.push(UserAgentRule {
+            name: ua.name,
+            source,
+            action: ua.action,
+            ignore_case: ua.ignore_case,
+            literal: ua.literal,
+            dry_run: ua.dry_run,
+        });
+    }
+
+    let mut validated: Vec<LimitConfig> = Vec::with_capacity(limits.len());
+    for (i, limit) in limits.into_iter().enumerate() {
+        let at = format!("limit[{i}] ({:?})", limit.name);
+        check_name(&limit.name).map_err(|m| format!("{at}: name: {m}"))?;
+        if validated.iter().any(|l| l.name == limit.name) {
+            return Err(format!("{at}: another limit has the same name"));
+        }
+        if !(limit.rate.is_finite() && limit.rate > 0.0) {
+            return Err(format!("{at}: rate must be a number of tokens per second above 0"));
+        }
+        let burst = match limit.burst {
+            Some(0) => return Err(format!("{at}: burst must be at least 1")),
+            Some(burst) => burst,
+            None => default_burst(limit.rate),
+        };
+        let max_keys = match limit.max_keys {
+            Some(0) => return Err(format!("{at}: max_keys must be at least 1")),
+            Some(n) => n,
+            None => DEFAULT_MAX_KEYS,
+        };
+        validated.push(LimitConfig {
+            name: limit.name,
+            key: limit.key,
+            rate: limit.rate,
+            burst,
+            path_prefix: limit.path_prefix,
+            methods: limit.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            host: limit.host.map(|h| h.to_ascii_lowercase()),
+            max_keys,
+            dry_run: limit.dry_run,
+        });
+    }
+    Ok(RulesConfig { allow, block, asn, user_agents: rules, limits: validated })
+}
+
+/// `rate` rounded up, at least 1: a bucket that holds one second's worth.
+fn default_burst(rate: f64) -> u32 {
+    let ceil = rate.ceil();
+    if ceil >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        // In range and integral: the conversion is exact.
+        format!("{ceil:.0}").parse::<u32>().unwrap_or(1).max(1)
+    }
+}
+
+/// Parses `64496`, `AS64496` or `as64496`.
+pub fn parse_asn(text: &str) -> Option<u32> {
+    let text = text.trim();
+    let digits = text
+        .strip_prefix("AS")
+        .or_else(|| text.strip_prefix("as"))
+        .or_else(|| text.strip_prefix("As"))
+        .unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Rule names become `txn.guard.rule` values and metric labels: keep them short and plain.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 64 {
+        return Err("must be 1 to 64 characters".into());
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+        return Err("may only use letters, digits and - _ . :".into());
+    }
+    Ok(())
 }
 
 /// A bare word must be a level name (a typo would otherwise silently become a target
@@ -331,26 +675,104 @@ mod tests {
         );
         assert_eq!(c.server.max_frame_size, 16380);
         assert_eq!(c.server.message, "guard-check");
-        assert!(c.lists.block.is_empty());
+        assert!(c.rules.block.is_empty());
     }
 
     #[test]
     fn paths_are_relative_to_the_config_file() {
         let c = validate(
-            "[lists]\nallow = [\"lists/allow.txt\"]\nblock = [\"/abs/block.txt\", \"b.txt\"]\n",
+            "[lists]\nallow = [\"lists/allow.txt\"]\nblock = [\"/abs/block.txt\", { path = \"b.txt\", dry_run = true }]\n\
+             [asn]\ndatabases = [\"data/asn.csv.gz\"]\nblock_file = \"asn.txt\"\n\
+             [[user_agent]]\nname = \"bots\"\nfile = \"bots.list\"\naction = \"deny\"\n",
         )
         .unwrap();
+        let file = |path: &str, dry_run| ListFile { path: PathBuf::from(path), dry_run };
+        assert_eq!(c.rules.allow, vec![file("/etc/spoa-guard/lists/allow.txt", false)]);
         assert_eq!(
-            c.lists.allow,
-            vec![PathBuf::from("/etc/spoa-guard/lists/allow.txt")]
+            c.rules.block,
+            vec![file("/abs/block.txt", false), file("/etc/spoa-guard/b.txt", true)]
         );
+        assert_eq!(c.rules.asn.databases, vec![PathBuf::from("/etc/spoa-guard/data/asn.csv.gz")]);
+        assert_eq!(c.rules.asn.block_file, Some(PathBuf::from("/etc/spoa-guard/asn.txt")));
         assert_eq!(
-            c.lists.block,
-            vec![
-                PathBuf::from("/abs/block.txt"),
-                PathBuf::from("/etc/spoa-guard/b.txt")
-            ]
+            c.rules.user_agents[0].source,
+            UaSource::File(PathBuf::from("/etc/spoa-guard/bots.list"))
         );
+        assert_eq!(c.rules.files().len(), 6);
+    }
+
+    #[test]
+    fn the_design_example_validates() {
+        let c = validate(
+            r#"
+[asn]
+databases = ["data/asn-ipv4.csv.gz", "data/asn-ipv6.csv.gz"]
+block = [64496, "AS64511"]
+
+[[user_agent]]
+name = "scanners"
+pattern = "(?i)sqlmap|nikto|masscan|zgrab"
+action = "deny"
+
+[[user_agent]]
+name = "empty-ua"
+empty = true
+action = "deny"
+
+[[limit]]
+name = "per-client"
+key = "src"
+rate = 50
+burst = 100
+
+[[limit]]
+name = "login"
+key = "src+path"
+path_prefix = "/login"
+methods = ["post"]
+rate = 0.5
+dry_run = true
+"#,
+        )
+        .unwrap();
+        let r = c.rules;
+        assert_eq!(r.asn.block, vec![64496, 64511]);
+        assert_eq!(r.user_agents[1].source, UaSource::Empty);
+        assert_eq!(r.limits[0].burst, 100);
+        assert_eq!((r.limits[1].burst, r.limits[1].dry_run), (1, true));
+        assert_eq!(r.limits[1].methods, vec!["POST".to_string()]);
+    }
+
+    #[test]
+    fn rule_sections_are_checked() {
+        for (text, needle) in [
+            ("[asn]\nblock = [1]\n", "asn.databases"),
+            ("[asn]\ndatabases = [\"a\"]\nblock = [\"ASX\"]\n", "ASX"),
+            ("[[user_agent]]\nname = \"a\"\naction = \"deny\"\n", "exactly one of"),
+            ("[[user_agent]]\nname = \"a\"\npattern = \"x\"\nempty = true\naction = \"deny\"\n", "exactly one of"),
+            ("[[user_agent]]\nname = \"a b\"\npattern = \"x\"\naction = \"deny\"\n", "name"),
+            ("[[user_agent]]\nname = \"a\"\npattern = \"x\"\naction = \"block\"\n", "block"),
+            ("[[limit]]\nname = \"l\"\nrate = 0\n", "rate"),
+            ("[[limit]]\nname = \"l\"\nrate = 1\nburst = 0\n", "burst"),
+            ("[[limit]]\nname = \"l\"\nrate = 1\n[[limit]]\nname = \"l\"\nrate = 2\n", "same name"),
+            ("[[limit]]\nname = \"l\"\nrate = 1\nkeys = \"src\"\n", "keys"),
+        ] {
+            let err = validate(text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn asn_numbers() {
+        assert_eq!(parse_asn("AS64496"), Some(64496));
+        assert_eq!(parse_asn(" as13335 "), Some(13335));
+        assert_eq!(parse_asn("15169"), Some(15169));
+        for bad in ["", "AS", "AS-1", "4294967296", "12a"] {
+            assert_eq!(parse_asn(bad), None, "{bad}");
+        }
+        assert_eq!(default_burst(0.1), 1);
+        assert_eq!(default_burst(50.0), 50);
+        assert_eq!(default_burst(2.5), 3);
     }
 
     #[test]

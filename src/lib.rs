@@ -23,6 +23,7 @@
 //!   Hello → Serving → Closing states, graceful shutdown.
 //! * [`engine`] — the decision: a synchronous function of (request, rule set) to verdict,
 //!   and the one place that knows the names of the variables sent back.
+//! * [`request`] — the facts about one request, as every rule sees them.
 //! * [`rules`] — rule files (IP/CIDR lists) compiled into immutable lookup structures.
 //! * [`config`] — the TOML configuration: parsed, validated, then frozen.
 //! * [`reload`] — rebuilding the rules off the request path and swapping them in.
@@ -47,6 +48,7 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod reload;
+pub mod request;
 pub mod rules;
 pub mod server;
 pub mod spop;

@@ -61,18 +61,18 @@ fn check(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match RuleSet::load(&config.lists) {
+    match RuleSet::load(&config.rules) {
         Ok(rules) => {
             println!("{}: OK", path.display());
             println!("  listen: {}", config.server.listen);
             println!(
                 "  allow lists: {} ({} entries)",
-                config.lists.allow.len(),
+                config.rules.allow.len(),
                 rules.allow.entries()
             );
             println!(
                 "  block lists: {} ({} entries)",
-                config.lists.block.len(),
+                config.rules.block.len(),
                 rules.block.entries()
             );
             ExitCode::SUCCESS
@@ -88,7 +88,7 @@ fn check(path: &Path) -> ExitCode {
 fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     init_tracing(&config.log);
-    let rules = RuleSet::load(&config.lists).map_err(|errors| {
+    let rules = RuleSet::load(&config.rules).map_err(|errors| {
         for err in &errors.0 {
             error!("{err}");
         }

@@ -29,7 +29,7 @@ pub async fn reload(path: &Path, running: &Config, shared: &Arc<Shared>) -> Outc
     let path_owned = path.to_path_buf();
     let built = tokio::task::spawn_blocking(move || {
         let config = Config::load(&path_owned).map_err(|e| e.to_string())?;
-        let rules = RuleSet::load(&config.lists).map_err(|e| e.to_string())?;
+        let rules = RuleSet::load(&config.rules).map_err(|e| e.to_string())?;
         Ok::<_, String>((config, rules))
     })
     .await;

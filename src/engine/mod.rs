@@ -11,14 +11,13 @@
 //!
 //! ASN, user-agent and rate-limit steps slot in between 2 and 3.
 
-mod request;
 mod verdict;
 
 use std::time::Instant;
 
 use bytes::Bytes;
 
-pub use request::{canonical, Request};
+pub use crate::request::{canonical, Request};
 pub use verdict::{Decision, Reason, Verdict, STATUS_FORBIDDEN};
 
 use crate::rules::RuleSet;

@@ -10,7 +10,7 @@ pub mod ip;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::ListsConfig;
+use crate::config::{ListFile, RulesConfig};
 use ip::{IpList, IpMatcher};
 
 /// Every compiled rule, immutable once built. A reload builds a new one and swaps it in.
@@ -36,20 +36,20 @@ impl RuleSet {
     /// # Errors
     ///
     /// Every problem in every file (not just the first), each with its file and line.
-    pub fn load(lists: &ListsConfig) -> Result<RuleSet, LoadErrors> {
+    pub fn load(config: &RulesConfig) -> Result<RuleSet, LoadErrors> {
         let mut errors = Vec::new();
-        let mut load_all = |paths: &[PathBuf]| {
-            let mut loaded = Vec::with_capacity(paths.len());
-            for path in paths {
-                match IpList::load(path) {
+        let mut load_all = |files: &[ListFile]| {
+            let mut loaded = Vec::with_capacity(files.len());
+            for file in files {
+                match IpList::load(&file.path) {
                     Ok(list) => loaded.push(list),
                     Err(LoadErrors(mut errs)) => errors.append(&mut errs),
                 }
             }
             loaded
         };
-        let allow = load_all(&lists.allow);
-        let block = load_all(&lists.block);
+        let allow = load_all(&config.allow);
+        let block = load_all(&config.block);
         if !errors.is_empty() {
             return Err(LoadErrors(errors));
         }

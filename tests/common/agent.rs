@@ -53,7 +53,7 @@ impl Agent {
         )
         .unwrap();
         let config = Config::load(&config_path).unwrap();
-        let rules = RuleSet::load(&config.lists).unwrap();
+        let rules = RuleSet::load(&config.rules).unwrap();
         let listener = Listener::bind(&config.server.listen, config.server.backlog).unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared::new(Engine::new(rules), &config.server));

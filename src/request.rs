@@ -1,8 +1,11 @@
-//! [`Request`]: the typed view of one `guard-check` message that the rules look at.
+//! [`Request`]: the facts about one HTTP request that HAProxy sent, as the rules see them.
+//!
+//! A plain borrowed view of one `guard-check` message, shared by the engine, the rule
+//! matchers and the rate limiters, so that none of them needs to know about frames.
 
 use std::net::IpAddr;
 
-use crate::spop::{Message, TypedData};
+use crate::spop::{Arg, Message, TypedData};
 
 /// The facts about one HTTP request that HAProxy sent, borrowed from the NOTIFY frame.
 ///
@@ -22,6 +25,8 @@ pub struct Request<'a> {
     pub host: Option<&'a [u8]>,
     /// User-Agent header.
     pub ua: Option<&'a [u8]>,
+    /// Every argument of the message, for rate-limit keys `arg:NAME`.
+    pub args: &'a [Arg],
 }
 
 impl<'a> Request<'a> {
@@ -30,7 +35,7 @@ impl<'a> Request<'a> {
     /// `src` may be IPV4/IPV6 typed data (the `src` sample) or a STRING holding an
     /// address (e.g. `req.hdr(x-forwarded-for,-1)`).
     pub fn from_message(message: &'a Message) -> Self {
-        let mut request = Request::default();
+        let mut request = Request { args: &message.args, ..Request::default() };
         for arg in &message.args {
             match arg.name.as_ref() {
                 b"src" => request.src = address(&arg.value),
@@ -52,6 +57,37 @@ pub fn canonical(addr: IpAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
+}
+
+impl Request<'_> {
+    /// The value of argument `name` as bytes, for rate-limit keys: STRING and BINARY as
+    /// they are, integers in decimal, addresses in canonical text; `None` when absent,
+    /// NULL or empty.
+    pub fn arg(&self, name: &str) -> Option<ArgValue<'_>> {
+        let arg = self.args.iter().find(|arg| arg.name.as_ref() == name.as_bytes())?;
+        match &arg.value {
+            TypedData::String(b) | TypedData::Binary(b) if !b.is_empty() => Some(ArgValue::Bytes(b)),
+            TypedData::Null | TypedData::String(_) | TypedData::Binary(_) => None,
+            TypedData::Bool(b) => Some(ArgValue::Int(i128::from(*b))),
+            TypedData::Int32(v) => Some(ArgValue::Int(i128::from(*v))),
+            TypedData::Uint32(v) => Some(ArgValue::Int(i128::from(*v))),
+            TypedData::Int64(v) => Some(ArgValue::Int(i128::from(*v))),
+            TypedData::Uint64(v) => Some(ArgValue::Int(i128::from(*v))),
+            TypedData::Ipv4(a) => Some(ArgValue::Addr(IpAddr::V4(*a))),
+            TypedData::Ipv6(a) => Some(ArgValue::Addr(canonical(IpAddr::V6(*a)))),
+        }
+    }
+}
+
+/// The value of an extra argument, for building keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgValue<'a> {
+    /// STRING or BINARY bytes.
+    Bytes(&'a [u8]),
+    /// Any integer type (and BOOL as 0/1).
+    Int(i128),
+    /// An IPV4/IPV6 value.
+    Addr(IpAddr),
 }
 
 fn address(value: &TypedData) -> Option<IpAddr> {
@@ -77,7 +113,6 @@ fn text(value: &TypedData) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spop::Arg;
     use bytes::Bytes;
     use std::net::Ipv4Addr;
 
@@ -128,6 +163,22 @@ mod tests {
             Request::from_message(&m).src,
             Some("2001:db8::1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn extra_arguments_by_name() {
+        let m = message(vec![
+            ("tenant", TypedData::str("acme")),
+            ("port", TypedData::Int64(-7)),
+            ("xff", TypedData::Null),
+            ("peer", TypedData::Ipv6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped())),
+        ]);
+        let r = Request::from_message(&m);
+        assert_eq!(r.arg("tenant"), Some(ArgValue::Bytes(b"acme")));
+        assert_eq!(r.arg("port"), Some(ArgValue::Int(-7)));
+        assert_eq!(r.arg("xff"), None);
+        assert_eq!(r.arg("missing"), None);
+        assert_eq!(r.arg("peer"), Some(ArgValue::Addr("192.0.2.1".parse().unwrap())));
     }
 
     #[test]
