@@ -130,11 +130,11 @@ fn decode_pipelined(c: &mut Criterion) {
 }
 
 fn encode_ack(c: &mut Criterion) {
-    let verdict = Verdict {
-        decision: Decision::Deny,
-        reason: Reason::Blocklist,
-        rule: Bytes::from_static(b"spamhaus-drop"),
-    };
+    let verdict = Verdict::new(
+        Decision::Deny,
+        Reason::Blocklist,
+        Bytes::from_static(b"spamhaus-drop"),
+    );
     let ack = Frame::new(17, 1, Payload::Ack(verdict.actions()));
     let mut codec = SpopCodec::new(MAX_FRAME_SIZE);
     let mut buf = BytesMut::with_capacity(256);

@@ -1,1 +1,368 @@
-fn main() {}
+//! Rate-limit benchmarks: taking a token (`spoa_guard::limits`), against two baselines.
+//!
+//! - `take/hot_key/*`: one source over and over (the allowed path: time advances by
+//!   1 µs per take at a rate of 10⁶/s).
+//! - `take/cold_keys_{100k,1m}/*`: cycling through 100k / 1M random source addresses,
+//!   all already tracked, so every take is a cache-missing lookup in a large map.
+//! - `take/three_limits/ours`: what one request costs with three limits: `src`,
+//!   `src+path` with `path_prefix = "/login"` and `methods = ["POST"]` (matching), and
+//!   `global`; `applies` included, cold sources from a 100k set.
+//! - `take/at_cap/ours`: a limit full at its 100k-key cap, every take a new source
+//!   (the flood case: `Take::Untracked`).
+//! - `retain_recent/{100k,1m}/ours`: one eviction pass over a limit with that many keys,
+//!   none of them idle (the periodic task's cost).
+//!
+//! Baselines, all with explicit time like ours:
+//!
+//! - `governor`: governor 0.10's keyed limiter (`DashMapStateStore`, no key cap) with a
+//!   clock that reads a thread-local set just before each `check_key`, keyed by the
+//!   same kind of 64-bit SipHash of the address (the map then hashes nothing again).
+//! - `naive`: `Mutex<HashMap<IpAddr, (tokens: f64, last: Instant)>>`, the textbook token
+//!   bucket (pingora-limits' benches compare against the same kind of map).
+//!
+//! ```text
+//! cargo bench --bench limits -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use governor::clock::Clock;
+use governor::nanos::Nanos;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use spoa_guard::config::LimitConfig;
+use spoa_guard::limits::{Limit, Limits, Take};
+use spoa_guard::request::Request;
+
+/// Tokens per second and burst of the benched limits: high enough that every take in
+/// the `take` groups is allowed (the longer, writing path).
+const RATE: f64 = 1e6;
+const BURST: u32 = 1_000;
+
+/// splitmix64 (Steele, Lea, Flood 2014): fixed-seed addresses for every run.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// `n` distinct random IPv4 sources, in a random order.
+fn sources(n: usize, seed: u64) -> Vec<IpAddr> {
+    let mut rng = SplitMix64(seed);
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let addr = (rng.next() >> 32) as u32;
+        if seen.insert(addr) {
+            out.push(IpAddr::V4(Ipv4Addr::from(addr)));
+        }
+    }
+    out
+}
+
+fn config(name: &str, key: &str, max_keys: usize) -> LimitConfig {
+    LimitConfig {
+        name: name.into(),
+        key: key.into(),
+        rate: RATE,
+        burst: BURST,
+        path_prefix: None,
+        methods: Vec::new(),
+        host: None,
+        max_keys,
+        dry_run: false,
+    }
+}
+
+fn request(src: IpAddr) -> Request<'static> {
+    Request {
+        src: Some(src),
+        ..Request::default()
+    }
+}
+
+/// A time that advances by 1 µs per call.
+struct Ticker {
+    start: Instant,
+    micros: u64,
+}
+
+impl Ticker {
+    fn new() -> Self {
+        Ticker {
+            start: Instant::now(),
+            micros: 0,
+        }
+    }
+
+    fn tick(&mut self) -> Instant {
+        self.micros += 1;
+        self.start + Duration::from_micros(self.micros)
+    }
+}
+
+// ---- the alternatives ----
+
+trait Limiter {
+    fn take(&self, src: IpAddr, now: Instant) -> bool;
+}
+
+struct Ours(Limits);
+
+impl Ours {
+    fn new(max_keys: usize) -> Self {
+        Ours(Limits::build(&[config("l", "src", max_keys)], None).unwrap())
+    }
+
+    fn limit(&self) -> &Limit {
+        self.0.iter().next().unwrap()
+    }
+}
+
+impl Limiter for Ours {
+    fn take(&self, src: IpAddr, now: Instant) -> bool {
+        self.limit().take(&request(src), None, now) == Take::Allowed
+    }
+}
+
+thread_local! {
+    /// The `now` of the current `check_key` call on this thread, in nanoseconds.
+    static NOW: Cell<u64> = const { Cell::new(0) };
+}
+
+/// governor's time source, made explicit: each thread sets its `now` before calling.
+#[derive(Debug, Clone, Copy, Default)]
+struct InjectedClock;
+
+impl Clock for InjectedClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(NOW.with(Cell::get))
+    }
+}
+
+/// The map's keys are already SipHash outputs.
+#[derive(Default, Clone)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("u64 keys only")
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type GovernorLimiter = RateLimiter<
+    u64,
+    DashMapStateStore<u64, BuildHasherDefault<Prehashed>>,
+    InjectedClock,
+    governor::middleware::NoOpMiddleware<Nanos>,
+>;
+
+struct Governor {
+    limiter: GovernorLimiter,
+    seed: RandomState,
+    epoch: Instant,
+}
+
+impl Governor {
+    fn new() -> Self {
+        let period = Duration::from_secs_f64(1.0 / RATE);
+        let quota = Quota::with_period(period)
+            .unwrap()
+            .allow_burst(NonZeroU32::new(BURST).unwrap());
+        Governor {
+            limiter: RateLimiter::dashmap_with_clock_and_hasher(
+                quota,
+                InjectedClock,
+                BuildHasherDefault::default(),
+            ),
+            seed: RandomState::new(),
+            epoch: Instant::now() - Duration::from_secs(86_400),
+        }
+    }
+}
+
+impl Limiter for Governor {
+    fn take(&self, src: IpAddr, now: Instant) -> bool {
+        let key = self.seed.hash_one(src);
+        let nanos =
+            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        NOW.with(|cell| cell.set(nanos));
+        self.limiter.check_key(&key).is_ok()
+    }
+}
+
+/// The textbook token bucket: tokens as a float, refilled from the elapsed time.
+struct Naive(Mutex<HashMap<IpAddr, (f64, Instant)>>);
+
+impl Limiter for Naive {
+    fn take(&self, src: IpAddr, now: Instant) -> bool {
+        let mut map = self.0.lock().unwrap();
+        let (tokens, last) = map.entry(src).or_insert((f64::from(BURST), now));
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + elapsed * RATE).min(f64::from(BURST));
+        *last = (*last).max(now);
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn alternatives() -> Vec<(&'static str, Box<dyn Limiter>)> {
+    vec![
+        ("ours", Box::new(Ours::new(2_000_000))),
+        ("governor", Box::new(Governor::new())),
+        ("naive", Box::new(Naive(Mutex::new(HashMap::new())))),
+    ]
+}
+
+// ---- benches ----
+
+fn hot_key(c: &mut Criterion) {
+    let mut group = c.benchmark_group("take/hot_key");
+    let src: IpAddr = "192.0.2.7".parse().unwrap();
+    for (name, limiter) in alternatives() {
+        let mut time = Ticker::new();
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(limiter.take(black_box(src), time.tick())))
+        });
+    }
+    group.finish();
+}
+
+fn cold_keys(c: &mut Criterion) {
+    for (label, n) in [("cold_keys_100k", 100_000), ("cold_keys_1m", 1_000_000)] {
+        let mut group = c.benchmark_group(format!("take/{label}"));
+        let sources = sources(n, 7);
+        for (name, limiter) in alternatives() {
+            let mut time = Ticker::new();
+            for &src in &sources {
+                assert!(limiter.take(src, time.tick()));
+            }
+            let mut next = sources.iter().copied().cycle();
+            group.bench_function(name, |b| {
+                b.iter(|| black_box(limiter.take(next.next().unwrap_or(sources[0]), time.tick())))
+            });
+        }
+        group.finish();
+    }
+}
+
+fn three_limits(c: &mut Criterion) {
+    let configs = [
+        config("per-client", "src", 500_000),
+        LimitConfig {
+            path_prefix: Some("/login".into()),
+            methods: vec!["POST".into()],
+            ..config("login", "src+path", 500_000)
+        },
+        config("all", "global", 500_000),
+    ];
+    let limits = Limits::build(&configs, None).unwrap();
+    let sources = sources(100_000, 11);
+    let login = |src| Request {
+        method: Some(b"POST"),
+        path: Some(b"/login/form"),
+        ..request(src)
+    };
+    let mut time = Ticker::new();
+    let take_all = |r: &Request<'_>, now| {
+        let mut denied = 0;
+        for limit in limits.iter() {
+            if limit.applies(r) && matches!(limit.take(r, None, now), Take::Denied { .. }) {
+                denied += 1;
+            }
+        }
+        denied
+    };
+    for &src in &sources {
+        take_all(&login(src), time.tick());
+    }
+    let mut next = sources.iter().copied().cycle();
+    c.bench_function("take/three_limits/ours", |b| {
+        b.iter(|| {
+            black_box(take_all(
+                &login(next.next().unwrap_or(sources[0])),
+                time.tick(),
+            ))
+        })
+    });
+}
+
+fn at_cap(c: &mut Criterion) {
+    let ours = Ours::new(100_000);
+    let now = Instant::now();
+    for &src in &sources(100_000, 13) {
+        ours.take(src, now);
+    }
+    assert_eq!(ours.limit().key_count(), 100_000);
+    let mut rng = SplitMix64(17);
+    c.bench_function("take/at_cap/ours", |b| {
+        b.iter(|| {
+            let src = IpAddr::V4(Ipv4Addr::from((rng.next() >> 32) as u32));
+            black_box(ours.limit().take(&request(src), None, now))
+        })
+    });
+}
+
+fn retain_recent(c: &mut Criterion) {
+    let mut group = c.benchmark_group("retain_recent");
+    group.sample_size(20);
+    for (label, n) in [("100k", 100_000), ("1m", 1_000_000)] {
+        // A slow refill, so that nothing becomes idle during the bench: every pass walks
+        // every key and keeps it.
+        let limits = Limits::build(
+            &[LimitConfig {
+                rate: 0.001,
+                burst: 1,
+                ..config("l", "src", n)
+            }],
+            None,
+        )
+        .unwrap();
+        let now = Instant::now();
+        for &src in &sources(n, 19) {
+            limits.iter().next().unwrap().take(&request(src), None, now);
+        }
+        assert_eq!(limits.key_count(), n);
+        group.bench_function(format!("{label}/ours"), |b| {
+            b.iter(|| limits.retain_recent(black_box(now)))
+        });
+        assert_eq!(limits.key_count(), n);
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    hot_key,
+    cold_keys,
+    three_limits,
+    at_cap,
+    retain_recent
+);
+criterion_main!(benches);

@@ -307,7 +307,12 @@ impl RulesConfig {
     /// Every file the rules are read from, for `check` output and file watching.
     pub fn files(&self) -> Vec<&Path> {
         let mut files: Vec<&Path> = Vec::new();
-        files.extend(self.allow.iter().chain(&self.block).map(|l| l.path.as_path()));
+        files.extend(
+            self.allow
+                .iter()
+                .chain(&self.block)
+                .map(|l| l.path.as_path()),
+        );
         files.extend(self.asn.databases.iter().map(PathBuf::as_path));
         files.extend(self.asn.block_file.as_deref());
         files.extend(self.user_agents.iter().filter_map(|r| match &r.source {
@@ -515,8 +520,14 @@ fn validate_rules(
     base: &Path,
 ) -> Result<RulesConfig, String> {
     let list_file = |entry: ListEntry| match entry {
-        ListEntry::Path(path) => ListFile { path: base.join(path), dry_run: false },
-        ListEntry::Table(t) => ListFile { path: base.join(t.path), dry_run: t.dry_run },
+        ListEntry::Path(path) => ListFile {
+            path: base.join(path),
+            dry_run: false,
+        },
+        ListEntry::Table(t) => ListFile {
+            path: base.join(t.path),
+            dry_run: t.dry_run,
+        },
     };
     let allow = lists.allow.into_iter().map(list_file).collect();
     let block = lists.block.into_iter().map(list_file).collect();
@@ -525,9 +536,13 @@ fn validate_rules(
     for value in asn.block {
         blocked.push(match value {
             AsnValue::Number(n) => n,
-            AsnValue::Text(text) => parse_asn(&text)
-                .ok_or_else(|| format!("asn.block: {text:?} is not an AS number (64496 or \"AS64496\")"))?,
+            AsnValue::Text(text) => parse_asn(&text).ok_or_else(|| {
+                format!("asn.block: {text:?} is not an AS number (64496 or \"AS64496\")")
+            })?,
         });
+    }
+    if blocked.contains(&0) {
+        return Err("asn.block: AS 0 means \"not routed\" and never matches; remove it".into());
     }
     if (!blocked.is_empty() || asn.block_file.is_some()) && asn.databases.is_empty() {
         return Err("asn: blocking ASNs needs at least one file in asn.databases".into());
@@ -550,7 +565,11 @@ fn validate_rules(
             (Some(pattern), None, false) => UaSource::Pattern(pattern),
             (None, Some(file), false) => UaSource::File(base.join(file)),
             (None, None, true) => UaSource::Empty,
-            _ => return Err(format!("{at}: give exactly one of pattern, file or empty = true")),
+            _ => {
+                return Err(format!(
+                    "{at}: give exactly one of pattern, file or empty = true"
+                ))
+            }
         };
         rules.push(UserAgentRule {
             name: ua.name,
@@ -570,7 +589,9 @@ fn validate_rules(
             return Err(format!("{at}: another limit has the same name"));
         }
         if !(limit.rate.is_finite() && limit.rate > 0.0) {
-            return Err(format!("{at}: rate must be a number of tokens per second above 0"));
+            return Err(format!(
+                "{at}: rate must be a number of tokens per second above 0"
+            ));
         }
         let burst = match limit.burst {
             Some(0) => return Err(format!("{at}: burst must be at least 1")),
@@ -588,13 +609,23 @@ fn validate_rules(
             rate: limit.rate,
             burst,
             path_prefix: limit.path_prefix,
-            methods: limit.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            methods: limit
+                .methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect(),
             host: limit.host.map(|h| h.to_ascii_lowercase()),
             max_keys,
             dry_run: limit.dry_run,
         });
     }
-    Ok(RulesConfig { allow, block, asn, user_agents: rules, limits: validated })
+    Ok(RulesConfig {
+        allow,
+        block,
+        asn,
+        user_agents: rules,
+        limits: validated,
+    })
 }
 
 /// `rate` rounded up, at least 1: a bucket that holds one second's worth.
@@ -627,7 +658,10 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 64 {
         return Err("must be 1 to 64 characters".into());
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
         return Err("may only use letters, digits and - _ . :".into());
     }
     Ok(())
@@ -686,14 +720,29 @@ mod tests {
              [[user_agent]]\nname = \"bots\"\nfile = \"bots.list\"\naction = \"deny\"\n",
         )
         .unwrap();
-        let file = |path: &str, dry_run| ListFile { path: PathBuf::from(path), dry_run };
-        assert_eq!(c.rules.allow, vec![file("/etc/spoa-guard/lists/allow.txt", false)]);
+        let file = |path: &str, dry_run| ListFile {
+            path: PathBuf::from(path),
+            dry_run,
+        };
+        assert_eq!(
+            c.rules.allow,
+            vec![file("/etc/spoa-guard/lists/allow.txt", false)]
+        );
         assert_eq!(
             c.rules.block,
-            vec![file("/abs/block.txt", false), file("/etc/spoa-guard/b.txt", true)]
+            vec![
+                file("/abs/block.txt", false),
+                file("/etc/spoa-guard/b.txt", true)
+            ]
         );
-        assert_eq!(c.rules.asn.databases, vec![PathBuf::from("/etc/spoa-guard/data/asn.csv.gz")]);
-        assert_eq!(c.rules.asn.block_file, Some(PathBuf::from("/etc/spoa-guard/asn.txt")));
+        assert_eq!(
+            c.rules.asn.databases,
+            vec![PathBuf::from("/etc/spoa-guard/data/asn.csv.gz")]
+        );
+        assert_eq!(
+            c.rules.asn.block_file,
+            Some(PathBuf::from("/etc/spoa-guard/asn.txt"))
+        );
         assert_eq!(
             c.rules.user_agents[0].source,
             UaSource::File(PathBuf::from("/etc/spoa-guard/bots.list"))
@@ -748,14 +797,33 @@ dry_run = true
         for (text, needle) in [
             ("[asn]\nblock = [1]\n", "asn.databases"),
             ("[asn]\ndatabases = [\"a\"]\nblock = [\"ASX\"]\n", "ASX"),
-            ("[[user_agent]]\nname = \"a\"\naction = \"deny\"\n", "exactly one of"),
-            ("[[user_agent]]\nname = \"a\"\npattern = \"x\"\nempty = true\naction = \"deny\"\n", "exactly one of"),
-            ("[[user_agent]]\nname = \"a b\"\npattern = \"x\"\naction = \"deny\"\n", "name"),
-            ("[[user_agent]]\nname = \"a\"\npattern = \"x\"\naction = \"block\"\n", "block"),
+            ("[asn]\ndatabases = [\"a\"]\nblock = [0]\n", "AS 0"),
+            (
+                "[[user_agent]]\nname = \"a\"\naction = \"deny\"\n",
+                "exactly one of",
+            ),
+            (
+                "[[user_agent]]\nname = \"a\"\npattern = \"x\"\nempty = true\naction = \"deny\"\n",
+                "exactly one of",
+            ),
+            (
+                "[[user_agent]]\nname = \"a b\"\npattern = \"x\"\naction = \"deny\"\n",
+                "name",
+            ),
+            (
+                "[[user_agent]]\nname = \"a\"\npattern = \"x\"\naction = \"block\"\n",
+                "block",
+            ),
             ("[[limit]]\nname = \"l\"\nrate = 0\n", "rate"),
             ("[[limit]]\nname = \"l\"\nrate = 1\nburst = 0\n", "burst"),
-            ("[[limit]]\nname = \"l\"\nrate = 1\n[[limit]]\nname = \"l\"\nrate = 2\n", "same name"),
-            ("[[limit]]\nname = \"l\"\nrate = 1\nkeys = \"src\"\n", "keys"),
+            (
+                "[[limit]]\nname = \"l\"\nrate = 1\n[[limit]]\nname = \"l\"\nrate = 2\n",
+                "same name",
+            ),
+            (
+                "[[limit]]\nname = \"l\"\nrate = 1\nkeys = \"src\"\n",
+                "keys",
+            ),
         ] {
             let err = validate(text).unwrap_err().to_string();
             assert!(err.contains(needle), "{text}: {err}");

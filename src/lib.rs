@@ -46,6 +46,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod limits;
 pub mod metrics;
 pub mod reload;
 pub mod request;

@@ -4,9 +4,11 @@
 #![forbid(unsafe_code)]
 
 use std::io::IsTerminal;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -14,12 +16,13 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use bytes::Bytes;
 use spoa_guard::config::{Config, LogFormat, LogSettings};
-use spoa_guard::engine::Engine;
-use spoa_guard::rules::RuleSet;
+use spoa_guard::engine::{canonical, Engine, Request, Summary};
 use spoa_guard::server::{self, Listener, Shared};
+use spoa_guard::spop::{Arg, TypedData};
 
-/// HAProxy SPOE agent that filters HTTP traffic: IP allow/block lists (more to come).
+/// HAProxy SPOE agent that filters HTTP traffic: IP lists, ASNs, user agents, rate limits.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -36,12 +39,42 @@ enum Command {
     Serve,
     /// Validate the configuration and every rule file; exit 1 with file:line errors.
     Check,
+    /// Evaluate one request offline and explain each step.
+    Eval(EvalArgs),
+}
+
+/// The request to evaluate.
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// Source address (IPv4 or IPv6).
+    #[arg(long)]
+    src: String,
+    /// User-Agent header (omit for a request without one).
+    #[arg(long)]
+    ua: Option<String>,
+    /// Request path.
+    #[arg(long)]
+    path: Option<String>,
+    /// HTTP method.
+    #[arg(long)]
+    method: Option<String>,
+    /// Host header.
+    #[arg(long)]
+    host: Option<String>,
+    /// An extra SPOE argument, for `arg:NAME` limit keys; repeatable.
+    #[arg(long = "arg", value_name = "NAME=VALUE")]
+    args: Vec<String>,
+    /// Evaluate the same request this many times at the same instant and explain the
+    /// last one (shows when a burst hits a rate limit).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    repeat: u32,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => check(&cli.config),
+        Command::Eval(args) => eval(&cli.config, &args),
         Command::Serve => match serve(&cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -53,52 +86,161 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
+/// Loads the configuration and every rule input, printing errors on stderr.
+fn load(path: &Path) -> Option<(Config, Engine)> {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("{err}");
-            return ExitCode::FAILURE;
+            return None;
         }
     };
-    match RuleSet::load(&config.rules) {
-        Ok(rules) => {
-            println!("{}: OK", path.display());
-            println!("  listen: {}", config.server.listen);
-            println!(
-                "  allow lists: {} ({} entries)",
-                config.rules.allow.len(),
-                rules.allow.entries()
-            );
-            println!(
-                "  block lists: {} ({} entries)",
-                config.rules.block.len(),
-                rules.block.entries()
-            );
-            ExitCode::SUCCESS
-        }
+    match Engine::load(&config.rules, &config.path, None) {
+        Ok(engine) => Some((config, engine)),
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!("{}: {} error(s)", path.display(), errors.0.len());
-            ExitCode::FAILURE
+            None
         }
     }
+}
+
+fn check(path: &Path) -> ExitCode {
+    let Some((config, engine)) = load(path) else {
+        return ExitCode::FAILURE;
+    };
+    let s = Summary::of(&engine);
+    println!("{}: OK", path.display());
+    println!("  listen:       {}", config.server.listen);
+    println!(
+        "  allow lists:  {} ({} entries)",
+        config.rules.allow.len(),
+        s.allow_entries
+    );
+    println!(
+        "  block lists:  {} ({} entries)",
+        config.rules.block.len(),
+        s.block_entries
+    );
+    if s.dry_run_entries > 0 {
+        println!("  dry-run lists: {} entries", s.dry_run_entries);
+    }
+    println!(
+        "  asn:          {} ranges, {} blocked ASNs",
+        s.asn_ranges, s.asn_blocked
+    );
+    println!(
+        "  user agents:  {} rules ({} patterns)",
+        s.ua_rules, s.ua_patterns
+    );
+    println!("  limits:       {}", s.limits);
+    ExitCode::SUCCESS
+}
+
+/// A non-empty option as bytes.
+fn bytes(value: &Option<String>) -> Option<&[u8]> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .map(str::as_bytes)
+}
+
+fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
+    let src = match args.src.trim().parse::<IpAddr>() {
+        Ok(src) => canonical(src),
+        Err(_) => {
+            eprintln!("--src {:?}: not an IPv4 or IPv6 address", args.src);
+            return ExitCode::from(2);
+        }
+    };
+    let mut extra = Vec::with_capacity(args.args.len());
+    for pair in &args.args {
+        let Some((name, value)) = pair.split_once('=') else {
+            eprintln!("--arg {pair:?}: expected NAME=VALUE");
+            return ExitCode::from(2);
+        };
+        extra.push(Arg {
+            name: Bytes::from(name.to_string()),
+            value: TypedData::String(Bytes::from(value.to_string())),
+        });
+    }
+    let Some((_config, engine)) = load(path) else {
+        return ExitCode::FAILURE;
+    };
+    let request = Request {
+        src: Some(src),
+        method: bytes(&args.method),
+        path: bytes(&args.path),
+        host: bytes(&args.host),
+        ua: bytes(&args.ua),
+        args: &extra,
+    };
+    let show = |value: Option<&[u8]>| {
+        value.map_or("-".to_string(), |v| {
+            format!("{:?}", String::from_utf8_lossy(v))
+        })
+    };
+    println!(
+        "request: src={src} method={} path={} host={} ua={}",
+        show(request.method),
+        show(request.path),
+        show(request.host),
+        show(request.ua)
+    );
+    // Offline, every bucket starts full; --repeat replays the request at one instant.
+    let now = Instant::now();
+    for _ in 1..args.repeat {
+        engine.evaluate(&request, now);
+    }
+    if args.repeat > 1 {
+        println!(
+            "(after {} identical requests at the same instant)",
+            args.repeat - 1
+        );
+    }
+    let (verdict, steps) = engine.explain(&request, now);
+    for step in steps {
+        println!("  {step}");
+    }
+    println!(
+        "decision: {} (reason {}, rule {})",
+        verdict.decision.as_str(),
+        verdict.reason.as_str(),
+        if verdict.rule.is_empty() {
+            "-".into()
+        } else {
+            String::from_utf8_lossy(&verdict.rule)
+        }
+    );
+    println!("variables (with option var-prefix guard):");
+    for action in verdict.actions() {
+        if let spoa_guard::spop::Action::SetVar { scope, name, value } = action {
+            let value = match value {
+                TypedData::String(s) => format!("{:?}", String::from_utf8_lossy(&s)),
+                TypedData::Int32(v) => v.to_string(),
+                TypedData::Uint32(v) => v.to_string(),
+                other => format!("{other:?}"),
+            };
+            println!(
+                "  {}.guard.{:<12} = {value}",
+                scope.as_str(),
+                String::from_utf8_lossy(&name)
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     init_tracing(&config.log);
-    let rules = RuleSet::load(&config.rules).map_err(|errors| {
+    let engine = Engine::load(&config.rules, &config.path, None).map_err(|errors| {
         for err in &errors.0 {
             error!("{err}");
         }
         anyhow::anyhow!("{} error(s) in rule files; not starting", errors.0.len())
     })?;
-    info!(
-        allow_entries = rules.allow.entries(),
-        block_entries = rules.block.entries(),
-        "rules loaded"
-    );
+    info!(rules = %Summary::of(&engine), "rules loaded");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -107,7 +249,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let listener = Listener::bind(&config.server.listen, config.server.backlog)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         info!(listen = %config.server.listen, version = env!("CARGO_PKG_VERSION"), "spoa-guard listening");
-        let shared = Arc::new(Shared::new(Engine::new(rules), &config.server));
+        let shared = Arc::new(Shared::new(engine, &config.server));
         let shutdown = CancellationToken::new();
         tokio::spawn(handle_signals(path.to_path_buf(), config.clone(), shared.clone(), shutdown.clone()));
         server::run(listener, shared, config.server.max_connections, shutdown, config.server.shutdown_timeout).await;

@@ -9,7 +9,6 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::rules::RuleSet;
 use crate::server::Shared;
 
 /// Outcome of one reload attempt.
@@ -27,13 +26,15 @@ pub enum Outcome {
 /// `[log]`) are compared with `running` and reported, never half-applied.
 pub async fn reload(path: &Path, running: &Config, shared: &Arc<Shared>) -> Outcome {
     let path_owned = path.to_path_buf();
+    let previous = shared.engine.load_full();
     let built = tokio::task::spawn_blocking(move || {
         let config = Config::load(&path_owned).map_err(|e| e.to_string())?;
-        let rules = RuleSet::load(&config.rules).map_err(|e| e.to_string())?;
-        Ok::<_, String>((config, rules))
+        let engine = Engine::load(&config.rules, &config.path, Some(&previous))
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((config, engine))
     })
     .await;
-    let (config, rules) = match built {
+    let (config, engine) = match built {
         Ok(Ok(built)) => built,
         Ok(Err(message)) => {
             for line in message.lines() {
@@ -53,12 +54,8 @@ pub async fn reload(path: &Path, running: &Config, shared: &Arc<Shared>) -> Outc
     {
         warn!("[server] settings changed: they take effect after a restart");
     }
-    let summary = (rules.allow.entries(), rules.block.entries());
-    shared.engine.store(Arc::new(Engine::new(rules)));
-    info!(
-        allow_entries = summary.0,
-        block_entries = summary.1,
-        "rules reloaded"
-    );
+    let summary = crate::engine::Summary::of(&engine);
+    shared.engine.store(Arc::new(engine));
+    info!(rules = %summary, "rules reloaded");
     Outcome::Applied
 }

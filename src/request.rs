@@ -35,7 +35,10 @@ impl<'a> Request<'a> {
     /// `src` may be IPV4/IPV6 typed data (the `src` sample) or a STRING holding an
     /// address (e.g. `req.hdr(x-forwarded-for,-1)`).
     pub fn from_message(message: &'a Message) -> Self {
-        let mut request = Request { args: &message.args, ..Request::default() };
+        let mut request = Request {
+            args: &message.args,
+            ..Request::default()
+        };
         for arg in &message.args {
             match arg.name.as_ref() {
                 b"src" => request.src = address(&arg.value),
@@ -64,9 +67,14 @@ impl Request<'_> {
     /// they are, integers in decimal, addresses in canonical text; `None` when absent,
     /// NULL or empty.
     pub fn arg(&self, name: &str) -> Option<ArgValue<'_>> {
-        let arg = self.args.iter().find(|arg| arg.name.as_ref() == name.as_bytes())?;
+        let arg = self
+            .args
+            .iter()
+            .find(|arg| arg.name.as_ref() == name.as_bytes())?;
         match &arg.value {
-            TypedData::String(b) | TypedData::Binary(b) if !b.is_empty() => Some(ArgValue::Bytes(b)),
+            TypedData::String(b) | TypedData::Binary(b) if !b.is_empty() => {
+                Some(ArgValue::Bytes(b))
+            }
             TypedData::Null | TypedData::String(_) | TypedData::Binary(_) => None,
             TypedData::Bool(b) => Some(ArgValue::Int(i128::from(*b))),
             TypedData::Int32(v) => Some(ArgValue::Int(i128::from(*v))),
@@ -171,14 +179,20 @@ mod tests {
             ("tenant", TypedData::str("acme")),
             ("port", TypedData::Int64(-7)),
             ("xff", TypedData::Null),
-            ("peer", TypedData::Ipv6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped())),
+            (
+                "peer",
+                TypedData::Ipv6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()),
+            ),
         ]);
         let r = Request::from_message(&m);
         assert_eq!(r.arg("tenant"), Some(ArgValue::Bytes(b"acme")));
         assert_eq!(r.arg("port"), Some(ArgValue::Int(-7)));
         assert_eq!(r.arg("xff"), None);
         assert_eq!(r.arg("missing"), None);
-        assert_eq!(r.arg("peer"), Some(ArgValue::Addr("192.0.2.1".parse().unwrap())));
+        assert_eq!(
+            r.arg("peer"),
+            Some(ArgValue::Addr("192.0.2.1".parse().unwrap()))
+        );
     }
 
     #[test]

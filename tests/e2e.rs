@@ -20,8 +20,11 @@ const ALLOW: &str = "# allow list\n127.0.0.77\n";
 const BLOCK: &str = "# block list\n127.0.0.66          # a single address\n127.0.1.0/24 ; a CIDR\n127.0.0.77\n::1/128\n";
 
 async fn start(v: Version) -> Option<(AgentProcess, Haproxy)> {
+    start_with(v, AgentProcess::start("office", ALLOW, "e2e-block", BLOCK)).await
+}
+
+async fn start_with(v: Version, agent: AgentProcess) -> Option<(AgentProcess, Haproxy)> {
     let binary = require(v)?;
-    let agent = AgentProcess::start("office", ALLOW, "e2e-block", BLOCK);
     let hap = Haproxy::start(&binary, agent.addr.port(), &[]).await;
     assert!(
         hap.wait_agent_status("UP", Duration::from_secs(10)).await,
@@ -161,6 +164,107 @@ async fn concurrent_requests(v: Version) {
     }
 }
 
+/// ASN, user-agent, rate-limit and dry-run rules. 127.0.0.64/26 is "AS64500" (blocked),
+/// the rest of 127.0.0.0/24 "AS64501".
+const RULES: &str = r#"
+[asn]
+databases = ["asn.csv"]
+block = ["AS64500"]
+[[user_agent]]
+name = "scanners"
+pattern = "(?i)sqlmap|nikto"
+action = "deny"
+[[user_agent]]
+name = "empty-ua"
+empty = true
+action = "deny"
+[[limit]]
+name = "burst"
+key = "src+path"
+path_prefix = "/limited"
+rate = 0.2
+burst = 3
+[[limit]]
+name = "shadow"
+key = "src"
+path_prefix = "/shadow"
+rate = 0.2
+burst = 1
+dry_run = true
+"#;
+const ASN_CSV: &str = "127.0.0.0,127.0.0.63,64501,\"Loopback, low\"\n127.0.0.64,127.0.0.127,64500,Blocked net\n127.0.0.128,127.0.0.255,64501,\"Loopback, high\"\n";
+
+async fn rules_decide(v: Version) {
+    let agent = AgentProcess::with_rules(RULES, &[("asn.csv", ASN_CSV)]);
+    let Some((agent, hap)) = start_with(v, agent).await else {
+        return;
+    };
+    let ctx = |r: &Response| context(v, &hap, &agent, r);
+    let firefox = Some("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0");
+
+    // A source in a blocked AS.
+    let r = get(hap.http_port, v4(70), "/", firefox).await;
+    assert_verdict(&r, 403, "deny", "asn", "AS64500", || ctx(&r));
+    assert_eq!(r.guard("asn"), "64500", "{}", ctx(&r));
+
+    // Bad and empty user agents; the ASN is reported on every verdict.
+    let r = get(
+        hap.http_port,
+        v4(5),
+        "/",
+        Some("sqlmap/1.7.2#stable (https://sqlmap.org)"),
+    )
+    .await;
+    assert_verdict(&r, 403, "deny", "user-agent", "scanners", || ctx(&r));
+    assert_eq!(r.guard("asn"), "64501", "{}", ctx(&r));
+    let r = get(hap.http_port, v4(5), "/", None).await;
+    assert_verdict(&r, 403, "deny", "user-agent", "empty-ua", || ctx(&r));
+    let r = get(hap.http_port, v4(5), "/", firefox).await;
+    assert_verdict(&r, 200, "allow", "none", "", || ctx(&r));
+
+    // A burst over a limit: 3 pass, the 4th gets 429 with a retry-after hint.
+    for i in 0..3 {
+        let r = get(hap.http_port, v4(6), "/limited/page", firefox).await;
+        assert_eq!(r.status, 200, "request {i}: {}", ctx(&r));
+    }
+    let r = get(hap.http_port, v4(6), "/limited/page", firefox).await;
+    assert_eq!(r.status, 429, "{}", ctx(&r));
+    assert_eq!(
+        (r.guard("action"), r.guard("reason"), r.guard("rule")),
+        ("deny", "rate-limit", "burst"),
+        "{}",
+        ctx(&r)
+    );
+    assert_eq!(r.guard("status"), "429", "{}", ctx(&r));
+    let retry: u32 = r
+        .guard("retry-after")
+        .parse()
+        .unwrap_or_else(|_| panic!("{}", ctx(&r)));
+    assert!((1..=5).contains(&retry), "retry_after {retry}: {}", ctx(&r));
+    assert_eq!(
+        r.header("retry-after"),
+        Some(retry.to_string().as_str()),
+        "{}",
+        ctx(&r)
+    );
+    // Another source is not affected.
+    assert_eq!(
+        get(hap.http_port, v4(8), "/limited/page", firefox)
+            .await
+            .status,
+        200
+    );
+
+    // A dry-run limit never denies, and says when it would have.
+    let r = get(hap.http_port, v4(9), "/shadow", firefox).await;
+    assert_eq!((r.status, r.guard("dry-run")), (200, ""), "{}", ctx(&r));
+    for _ in 0..3 {
+        let r = get(hap.http_port, v4(9), "/shadow", firefox).await;
+        assert_verdict(&r, 200, "allow", "none", "", || ctx(&r));
+        assert_eq!(r.guard("dry-run"), "shadow", "{}", ctx(&r));
+    }
+}
+
 macro_rules! on_both_versions {
     ($($name:ident),* $(,)?) => {
         mod haproxy_2_6 {
@@ -174,4 +278,9 @@ macro_rules! on_both_versions {
     };
 }
 
-on_both_versions!(lists_decide, fail_open_then_recovery, concurrent_requests);
+on_both_versions!(
+    lists_decide,
+    rules_decide,
+    fail_open_then_recovery,
+    concurrent_requests
+);

@@ -62,28 +62,46 @@ pub struct Verdict {
     pub decision: Decision,
     /// The step that decided.
     pub reason: Reason,
-    /// The name of what decided (list file stem, rule or limit name); empty when none.
+    /// The name of what decided (list file stem, `AS<n>`, rule or limit name); empty
+    /// when nothing matched.
     pub rule: Bytes,
+    /// Seconds until the limit's bucket has a token again (rate-limit denies only).
+    pub retry_after: Option<u32>,
+    /// The source's autonomous system, when a database is loaded and knows the address.
+    pub asn: Option<u32>,
+    /// The first dry-run rule that would have denied, if any.
+    pub dry_run: Option<Bytes>,
 }
 
 /// HTTP status suggested for a deny by a list, ASN or user-agent rule.
 pub const STATUS_FORBIDDEN: i32 = 403;
+/// HTTP status suggested for a rate-limit deny.
+pub const STATUS_TOO_MANY_REQUESTS: i32 = 429;
 
 impl Verdict {
     /// Allowed because nothing matched.
     pub fn allow_none() -> Self {
+        Self::new(Decision::Allow, Reason::None, Bytes::new())
+    }
+
+    /// A verdict with no ASN, retry hint or dry-run report yet.
+    pub fn new(decision: Decision, reason: Reason, rule: Bytes) -> Self {
         Self {
-            decision: Decision::Allow,
-            reason: Reason::None,
-            rule: Bytes::new(),
+            decision,
+            reason,
+            rule,
+            retry_after: None,
+            asn: None,
+            dry_run: None,
         }
     }
 
-    /// The suggested HTTP status for a deny.
+    /// The suggested HTTP status for a deny: 429 for rate limits, 403 otherwise.
     pub fn status(&self) -> Option<i32> {
-        match self.decision {
-            Decision::Deny => Some(STATUS_FORBIDDEN),
-            Decision::Allow => None,
+        match (self.decision, self.reason) {
+            (Decision::Allow, _) => None,
+            (Decision::Deny, Reason::RateLimit) => Some(STATUS_TOO_MANY_REQUESTS),
+            (Decision::Deny, _) => Some(STATUS_FORBIDDEN),
         }
     }
 
@@ -94,12 +112,15 @@ impl Verdict {
     /// | `action` | string | always |
     /// | `reason` | string | always |
     /// | `rule` | string | always, empty when nothing matched |
-    /// | `status` | int | deny only |
+    /// | `status` | int | deny only: 403, or 429 for rate limits |
+    /// | `retry_after` | int | rate-limit deny only |
+    /// | `asn` | int | when the source's ASN is known |
+    /// | `dry_run` | string | when a dry-run rule would have denied |
     ///
     /// With the default `option var-prefix guard` HAProxy reads them as
     /// `txn.guard.action` and so on; every full name stays well under HAProxy's 64 bytes.
     pub fn actions(&self) -> Vec<Action> {
-        let mut actions = Vec::with_capacity(4);
+        let mut actions = Vec::with_capacity(7);
         actions.push(Action::set_txn(
             "action",
             TypedData::str(self.decision.as_str()),
@@ -114,6 +135,15 @@ impl Verdict {
         ));
         if let Some(status) = self.status() {
             actions.push(Action::set_txn("status", TypedData::Int32(status)));
+        }
+        if let (Decision::Deny, Some(seconds)) = (self.decision, self.retry_after) {
+            actions.push(Action::set_txn("retry_after", TypedData::Uint32(seconds)));
+        }
+        if let Some(asn) = self.asn {
+            actions.push(Action::set_txn("asn", TypedData::Uint32(asn)));
+        }
+        if let Some(name) = &self.dry_run {
+            actions.push(Action::set_txn("dry_run", TypedData::String(name.clone())));
         }
         actions
     }
@@ -153,14 +183,52 @@ mod tests {
 
     #[test]
     fn deny_adds_status() {
-        let v = Verdict {
-            decision: Decision::Deny,
-            reason: Reason::Blocklist,
-            rule: Bytes::from_static(b"spamhaus-drop"),
-        };
+        let v = Verdict::new(
+            Decision::Deny,
+            Reason::Blocklist,
+            Bytes::from_static(b"spamhaus-drop"),
+        );
         let got = names(&v.actions());
         assert_eq!(got.len(), 4);
         assert_eq!(got[2].2, TypedData::str("spamhaus-drop"));
         assert_eq!(got[3], (Scope::Txn, "status".into(), TypedData::Int32(403)));
+    }
+
+    #[test]
+    fn rate_limit_deny_has_429_and_retry_after_and_asn_and_dry_run() {
+        let mut v = Verdict::new(
+            Decision::Deny,
+            Reason::RateLimit,
+            Bytes::from_static(b"login"),
+        );
+        v.retry_after = Some(7);
+        v.asn = Some(64496);
+        v.dry_run = Some(Bytes::from_static(b"new-bots"));
+        let got = names(&v.actions());
+        let by_name = |n: &str| {
+            got.iter()
+                .find(|(_, name, _)| name == n)
+                .map(|(_, _, v)| v.clone())
+        };
+        assert_eq!(by_name("status"), Some(TypedData::Int32(429)));
+        assert_eq!(by_name("retry_after"), Some(TypedData::Uint32(7)));
+        assert_eq!(by_name("asn"), Some(TypedData::Uint32(64496)));
+        assert_eq!(by_name("dry_run"), Some(TypedData::str("new-bots")));
+    }
+
+    #[test]
+    fn allow_never_carries_status_or_retry_after() {
+        let mut v = Verdict::new(
+            Decision::Allow,
+            Reason::UserAgent,
+            Bytes::from_static(b"good-bots"),
+        );
+        v.retry_after = Some(3);
+        let got = names(&v.actions());
+        assert!(
+            got.iter()
+                .all(|(_, n, _)| n != "status" && n != "retry_after"),
+            "{got:?}"
+        );
     }
 }

@@ -49,6 +49,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
+use bytes::Bytes;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::interval::{IntervalMap, Range};
@@ -279,6 +280,8 @@ pub struct IpMatcher {
     v6: IntervalMap<u128, u32>,
     /// List names in configuration order, reported by [`IpMatcher::lookup`].
     names: Vec<String>,
+    /// The same names as `Bytes`, so a verdict can carry one without allocating.
+    rule_names: Vec<Bytes>,
     /// Entries loaded over all lists, for logs, metrics and `check` output.
     entries: usize,
 }
@@ -302,6 +305,7 @@ impl IpMatcher {
         IpMatcher {
             v4: IntervalMap::build(v4),
             v6: IntervalMap::build(v6),
+            rule_names: names.iter().map(|n| Bytes::from(n.clone())).collect(),
             names,
             entries,
         }
@@ -312,6 +316,17 @@ impl IpMatcher {
     /// An IPv4-mapped IPv6 address (`::ffff:192.0.2.7`) is looked up as its IPv4 address.
     /// `O(log n)`, no allocation.
     pub fn lookup(&self, addr: IpAddr) -> Option<&str> {
+        self.names.get(self.index(addr)?).map(String::as_str)
+    }
+
+    /// Like [`IpMatcher::lookup`], with the name as `Bytes` (a reference-count increment
+    /// away from a verdict's `rule`).
+    pub fn lookup_rule(&self, addr: IpAddr) -> Option<&Bytes> {
+        self.rule_names.get(self.index(addr)?)
+    }
+
+    /// Index of the first list holding `addr`.
+    fn index(&self, addr: IpAddr) -> Option<usize> {
         let idx = match addr {
             IpAddr::V4(v4) => self.lookup_v4(v4),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -319,9 +334,7 @@ impl IpMatcher {
                 None => self.v6.get(u128::from(v6)),
             },
         }?;
-        self.names
-            .get(usize::try_from(*idx).ok()?)
-            .map(String::as_str)
+        usize::try_from(*idx).ok()
     }
 
     fn lookup_v4(&self, addr: Ipv4Addr) -> Option<&u32> {

@@ -4,59 +4,126 @@
 //! reloads) and then shared read-only. Loading never panics on file contents: every
 //! problem becomes a [`LoadError`] that names the file and, where there is one, the line.
 
+pub mod asn;
 pub mod interval;
 pub mod ip;
+pub mod user_agent;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::config::{ListFile, RulesConfig};
+use asn::{AsnBlock, AsnDb};
 use ip::{IpList, IpMatcher};
+use user_agent::UaRules;
 
 /// Every compiled rule, immutable once built. A reload builds a new one and swaps it in.
-#[derive(Debug)]
+/// Rate-limit state lives beside it, in the engine.
+#[derive(Debug, Default)]
 pub struct RuleSet {
     /// `[lists] allow`: a match allows and skips every other step.
     pub allow: IpMatcher,
+    /// Allow lists marked `dry_run`: reported, never decisive.
+    pub allow_dry_run: IpMatcher,
     /// `[lists] block`: a match denies with reason `blocklist`.
     pub block: IpMatcher,
+    /// Block lists marked `dry_run`: reported, never decisive. Kept apart from `block` so
+    /// that a dry-run list never hides an enforcing one (first list wins within a matcher).
+    pub block_dry_run: IpMatcher,
+    /// `[asn] databases`: address → autonomous system.
+    pub asn_db: AsnDb,
+    /// `[asn] block` and `block_file`.
+    pub asn_block: AsnBlock,
+    /// `[asn] dry_run`.
+    pub asn_dry_run: bool,
+    /// `[[user_agent]]` rules, in order.
+    pub user_agents: UaRules,
 }
 
 impl RuleSet {
     /// An empty rule set: every request is allowed with reason `none`.
     pub fn empty() -> Self {
-        Self {
-            allow: IpMatcher::new(Vec::new()),
-            block: IpMatcher::new(Vec::new()),
-        }
+        Self::default()
     }
 
-    /// Loads and compiles every rule input named by the configuration.
+    /// Loads and compiles every rule input named by the configuration; `config_path`
+    /// locates errors in inline settings such as user-agent patterns.
     ///
     /// # Errors
     ///
     /// Every problem in every file (not just the first), each with its file and line.
-    pub fn load(config: &RulesConfig) -> Result<RuleSet, LoadErrors> {
+    pub fn load(config: &RulesConfig, config_path: &Path) -> Result<RuleSet, LoadErrors> {
         let mut errors = Vec::new();
-        let mut load_all = |files: &[ListFile]| {
-            let mut loaded = Vec::with_capacity(files.len());
-            for file in files {
-                match IpList::load(&file.path) {
-                    Ok(list) => loaded.push(list),
-                    Err(LoadErrors(mut errs)) => errors.append(&mut errs),
-                }
-            }
-            loaded
-        };
-        let allow = load_all(&config.allow);
-        let block = load_all(&config.block);
-        if !errors.is_empty() {
-            return Err(LoadErrors(errors));
+        let [allow, allow_dry_run, block, block_dry_run] = [
+            (&config.allow, false),
+            (&config.allow, true),
+            (&config.block, false),
+            (&config.block, true),
+        ]
+        .map(|(files, dry_run)| keep(&mut errors, load_lists(files, dry_run)));
+        let asn_db = keep(&mut errors, AsnDb::load(&config.asn.databases));
+        let asn_block = keep(
+            &mut errors,
+            AsnBlock::load(&config.asn.block, config.asn.block_file.as_deref()),
+        );
+        let user_agents = keep(&mut errors, UaRules::load(&config.user_agents, config_path));
+        match (
+            allow,
+            allow_dry_run,
+            block,
+            block_dry_run,
+            asn_db,
+            asn_block,
+            user_agents,
+        ) {
+            (
+                Some(allow),
+                Some(allow_dry_run),
+                Some(block),
+                Some(block_dry_run),
+                Some(asn_db),
+                Some(asn_block),
+                Some(user_agents),
+            ) if errors.is_empty() => Ok(RuleSet {
+                allow,
+                allow_dry_run,
+                block,
+                block_dry_run,
+                asn_db,
+                asn_block,
+                asn_dry_run: config.asn.dry_run,
+                user_agents,
+            }),
+            _ => Err(LoadErrors(errors)),
         }
-        Ok(Self {
-            allow: IpMatcher::new(allow),
-            block: IpMatcher::new(block),
-        })
+    }
+}
+
+/// The value of `result`, or `None` with its errors added to `errors`.
+fn keep<T>(errors: &mut Vec<LoadError>, result: Result<T, LoadErrors>) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(LoadErrors(mut errs)) => {
+            errors.append(&mut errs);
+            None
+        }
+    }
+}
+
+/// Loads the lists of `files` whose `dry_run` flag equals `dry_run`, in order.
+fn load_lists(files: &[ListFile], dry_run: bool) -> Result<IpMatcher, LoadErrors> {
+    let mut lists = Vec::new();
+    let mut errors = Vec::new();
+    for file in files.iter().filter(|f| f.dry_run == dry_run) {
+        match IpList::load(&file.path) {
+            Ok(list) => lists.push(list),
+            Err(LoadErrors(mut errs)) => errors.append(&mut errs),
+        }
+    }
+    if errors.is_empty() {
+        Ok(IpMatcher::new(lists))
+    } else {
+        Err(LoadErrors(errors))
     }
 }
 

@@ -344,7 +344,8 @@ mod tests {
             .unwrap()
             .validate(std::path::Path::new("/t.toml"))
             .unwrap();
-        Arc::new(Shared::new(Engine::new(RuleSet::empty()), &config.server))
+        let engine = Engine::new(RuleSet::empty(), crate::limits::Limits::default());
+        Arc::new(Shared::new(engine, &config.server))
     }
 
     fn notify(stream_id: u64) -> Frame {

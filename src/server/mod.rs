@@ -153,6 +153,36 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
+/// How often idle rate-limit buckets are evicted.
+pub const EVICT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Evicts idle rate-limit keys every [`EVICT_INTERVAL`] until `shutdown`, so memory
+/// follows the active clients rather than every client ever seen.
+async fn evict_idle_keys(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(EVICT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let engine = shared.engine.load_full();
+        // Walking the maps takes a while with millions of keys: off the async workers.
+        let evicted = tokio::task::spawn_blocking(move || {
+            let limits = engine.limits();
+            let before = limits.key_count();
+            limits.retain_recent(Instant::now());
+            before.saturating_sub(limits.key_count())
+        })
+        .await;
+        if let Ok(evicted) = evicted {
+            if evicted > 0 {
+                tracing::debug!(evicted, "idle rate-limit keys evicted");
+            }
+        }
+    }
+}
+
 /// Serves connections from `listener` until `shutdown` is cancelled, then drains open
 /// connections for at most `grace`.
 pub async fn run(
@@ -164,6 +194,7 @@ pub async fn run(
 ) {
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));
+    let evictor = tokio::spawn(evict_idle_keys(shared.clone(), shutdown.clone()));
     loop {
         let permit = tokio::select! {
             biased;
@@ -201,6 +232,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    evictor.abort();
     tracker.close();
     let open = tracker.len();
     if open > 0 {

@@ -10,7 +10,6 @@ use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use spoa_guard::config::Config;
 use spoa_guard::engine::Engine;
-use spoa_guard::rules::RuleSet;
 use spoa_guard::server::{self, Listener, Shared};
 use spoa_guard::spop::{Arg, Frame, Message, SpopCodec, TypedData};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,10 +52,10 @@ impl Agent {
         )
         .unwrap();
         let config = Config::load(&config_path).unwrap();
-        let rules = RuleSet::load(&config.rules).unwrap();
+        let engine = Engine::load(&config.rules, &config.path, None).unwrap();
         let listener = Listener::bind(&config.server.listen, config.server.backlog).unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::new(Engine::new(rules), &config.server));
+        let shared = Arc::new(Shared::new(engine, &config.server));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server::run(
             listener,
@@ -224,6 +223,16 @@ impl AgentProcess {
     /// Writes `allow.txt` / `block.txt` (named after the rule each reports) and a config
     /// listening on a free loopback port, then starts the agent and waits until it accepts.
     pub fn start(allow_name: &str, allow: &str, block_name: &str, block: &str) -> AgentProcess {
+        let rules =
+            format!("[lists]\nallow = [\"{allow_name}.txt\"]\nblock = [\"{block_name}.txt\"]\n");
+        let allow_file = format!("{allow_name}.txt");
+        let block_file = format!("{block_name}.txt");
+        Self::with_rules(&rules, &[(&allow_file, allow), (&block_file, block)])
+    }
+
+    /// Writes `files` and a config made of a `[server]` section on a free loopback port
+    /// plus `rules` (TOML), then starts the agent and waits until it accepts.
+    pub fn with_rules(rules: &str, files: &[(&str, &str)]) -> AgentProcess {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -231,14 +240,13 @@ impl AgentProcess {
             .unwrap()
             .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        std::fs::write(dir.path().join(format!("{allow_name}.txt")), allow).unwrap();
-        std::fs::write(dir.path().join(format!("{block_name}.txt")), block).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         let config = dir.path().join("spoa-guard.toml");
         std::fs::write(
             &config,
-            format!(
-                "[server]\nlisten = \"{addr}\"\n[lists]\nallow = [\"{allow_name}.txt\"]\nblock = [\"{block_name}.txt\"]\n[log]\nlevel = \"debug\"\n"
-            ),
+            format!("[server]\nlisten = \"{addr}\"\n[log]\nlevel = \"debug\"\n{rules}"),
         )
         .unwrap();
         let mut agent = AgentProcess {
