@@ -27,12 +27,15 @@
 //! SPOA_GUARD_DATA=../shared/data cargo bench --bench asn
 //! ```
 
+mod common;
+
 use std::hint::black_box;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::SplitMix64;
 use criterion::{BatchSize, Criterion};
 use flate2::read::MultiGzDecoder;
 use spoa_guard::rules::asn::AsnDb;
@@ -40,31 +43,6 @@ use spoa_guard::rules::interval::{IntervalMap, Range};
 
 /// Addresses cycled through by each lookup bench.
 const PROBES: usize = 4096;
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, good enough to scatter addresses.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn next_u128(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
-    }
-
-    /// Uniform in `lo..=hi` (modulo bias is irrelevant here).
-    fn between(&mut self, lo: u128, hi: u128) -> u128 {
-        match (hi - lo).checked_add(1) {
-            Some(span) => lo + self.next_u128() % span,
-            None => self.next_u128(),
-        }
-    }
-}
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data")

@@ -24,26 +24,29 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod common;
+
+use common::SplitMix64;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spoa_guard::config::Settings;
 use spoa_guard::engine::{Engine, Request};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
-/// splitmix64: a fixed-seed generator, so every run draws the same requests.
-struct Rng(u64);
+/// The shared generator, with indexes as `usize`.
+struct Rng(SplitMix64);
 
 impl Rng {
+    fn new(seed: u64) -> Self {
+        Rng(SplitMix64(seed))
+    }
+
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next()
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        self.0.below(n as u64) as usize
     }
 }
 
@@ -59,7 +62,7 @@ fn resident_bytes() -> u64 {
 
 /// Writes `n` random IPv4 CIDRs (/16 to /32) to `path`.
 fn write_random_list(path: &Path, n: usize, seed: u64) {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut text = String::with_capacity(n * 18);
     for _ in 0..n {
         let addr = Ipv4Addr::from(rng.next() as u32);
@@ -215,7 +218,7 @@ fn request_mix(block_lines: &[String]) -> Vec<Owned> {
             }
         }
     }
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     (0..4096)
         .map(|_| {
             let roll = rng.below(100);

@@ -24,6 +24,8 @@
 //! cargo bench --bench limits -- --warm-up-time 1 --measurement-time 3
 //! ```
 
+mod common;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -33,6 +35,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::SplitMix64;
 use criterion::{criterion_group, criterion_main, Criterion};
 use governor::clock::Clock;
 use governor::nanos::Nanos;
@@ -46,19 +49,6 @@ use spoa_guard::request::Request;
 /// the `take` groups is allowed (the longer, writing path).
 const RATE: f64 = 1e6;
 const BURST: u32 = 1_000;
-
-/// splitmix64 (Steele, Lea, Flood 2014): fixed-seed addresses for every run.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-}
 
 /// `n` distinct random IPv4 sources, in a random order.
 fn sources(n: usize, seed: u64) -> Vec<IpAddr> {

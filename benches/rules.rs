@@ -18,11 +18,14 @@
 //! SPOA_GUARD_DATA=../shared/data cargo bench --bench rules -- real_lists
 //! ```
 
+mod common;
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::SplitMix64;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use ipnet::{IpNet, Ipv4Net};
 use spoa_guard::rules::ip::{IpList, IpMatcher};
@@ -32,27 +35,6 @@ const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 
 /// Addresses cycled through by each lookup bench.
 const PROBES: usize = 4096;
-
-/// splitmix64 (Steele, Lea, Flood 2014): tiny, fast, good enough to scatter addresses.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn ipv4(&mut self) -> Ipv4Addr {
-        Ipv4Addr::from((self.next() >> 32) as u32)
-    }
-}
 
 /// `n` random IPv4 networks: 85% /32, 10% /24../31, 5% /16../23.
 fn random_nets(n: usize, seed: u64) -> Vec<Ipv4Net> {

@@ -106,9 +106,11 @@ fn load(path: &Path) -> Option<(Config, Engine)> {
 }
 
 fn check(path: &Path) -> ExitCode {
+    let started = Instant::now();
     let Some((config, engine)) = load(path) else {
         return ExitCode::FAILURE;
     };
+    let elapsed = started.elapsed();
     let s = Summary::of(&engine);
     println!("{}: OK", path.display());
     println!("  listen:       {}", config.server.listen);
@@ -134,7 +136,22 @@ fn check(path: &Path) -> ExitCode {
         s.ua_rules, s.ua_patterns
     );
     println!("  limits:       {}", s.limits);
+    let memory = memory_mib().map_or_else(String::new, |(rss, peak)| {
+        format!(", resident memory {rss:.1} MiB (peak {peak:.1} MiB)")
+    });
+    println!("  loaded in {:.0} ms{memory}", elapsed.as_secs_f64() * 1e3);
     ExitCode::SUCCESS
+}
+
+/// Current and peak resident memory of this process, from /proc (Linux only).
+fn memory_mib() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<f64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// A non-empty option as bytes.

@@ -1706,13 +1706,9 @@ mod tests {
 
     // ---- Real data ----------------------------------------------------------------------
 
-    /// The shared data set: `$SPOA_GUARD_DATA`, else `../shared/data` next to the repo.
+    /// The `asn/` directory of the shared data set.
     fn shared_data() -> Option<PathBuf> {
-        let dir = match std::env::var_os("SPOA_GUARD_DATA") {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-        };
-        dir.join("asn").is_dir().then_some(dir.join("asn"))
+        crate::rules::shared_data("asn").map(|dir| dir.join("asn"))
     }
 
     #[test]

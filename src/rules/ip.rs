@@ -744,13 +744,8 @@ mod tests {
         assert!(err.0.iter().all(|e| e.path == path));
     }
 
-    /// The shared data set: `$SPOA_GUARD_DATA`, else `../shared/data` next to the repo.
     fn shared_data() -> Option<PathBuf> {
-        let dir = match std::env::var_os("SPOA_GUARD_DATA") {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-        };
-        dir.join("blocklists").is_dir().then_some(dir)
+        crate::rules::shared_data("blocklists")
     }
 
     #[test]

@@ -99,6 +99,17 @@ impl RuleSet {
     }
 }
 
+/// The shared data set used by tests over real data: `$SPOA_GUARD_DATA`, else
+/// `../shared/data` next to the repository, if it has `subdir`. Tests skip without it.
+#[cfg(test)]
+pub(crate) fn shared_data(subdir: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("SPOA_GUARD_DATA") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+    };
+    dir.join(subdir).is_dir().then_some(dir)
+}
+
 /// The value of `result`, or `None` with its errors added to `errors`.
 fn keep<T>(errors: &mut Vec<LoadError>, result: Result<T, LoadErrors>) -> Option<T> {
     match result {

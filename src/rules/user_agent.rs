@@ -1665,13 +1665,8 @@ mod tests {
         }
     }
 
-    /// The shared data set: `$SPOA_GUARD_DATA`, else `../shared/data` next to the repo.
     fn shared_data() -> Option<PathBuf> {
-        let dir = match std::env::var_os("SPOA_GUARD_DATA") {
-            Some(dir) => PathBuf::from(dir),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
-        };
-        dir.join("useragents").is_dir().then_some(dir)
+        crate::rules::shared_data("useragents")
     }
 
     /// crawler-user-agents.json: all 1,498 regexes load as one pattern file, every example
