@@ -199,3 +199,62 @@ async fn sighup_reloads_and_a_broken_file_keeps_the_old_rules() {
         TypedData::str("allow")
     );
 }
+
+#[test]
+fn eval_explains_each_step_of_the_example() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/spoa-guard.toml");
+    let out = run(&[
+        "eval",
+        "-c",
+        example,
+        "--src",
+        "127.0.0.200",
+        "--ua",
+        "curl/8",
+        "--path",
+        "/",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "source 127.0.0.200 is in AS64500",
+        "allowlist: no match",
+        "blocklist: no match",
+        "asn: AS64500 is blocked → deny",
+        "decision: deny (reason asn, rule AS64500)",
+        "txn.guard.asn          = 64500",
+        "txn.guard.status       = 403",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "{needle:?} missing from:\n{stdout}"
+        );
+    }
+
+    // A burst at one instant: the login limit (burst 10) denies the 11th POST.
+    let out = run(&[
+        "eval",
+        "-c",
+        example,
+        "--src",
+        "127.0.0.9",
+        "--ua",
+        "Firefox/128",
+        "--path",
+        "/login",
+        "--method",
+        "POST",
+        "--repeat",
+        "11",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("decision: deny (reason rate-limit, rule login)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("txn.guard.retry_after  = 2"), "{stdout}");
+
+    let out = run(&["eval", "-c", example, "--src", "not-an-ip"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not-an-ip"));
+}

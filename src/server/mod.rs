@@ -168,16 +168,20 @@ async fn evict_idle_keys(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         let engine = shared.engine.load_full();
         // Walking the maps takes a while with millions of keys: off the async workers.
-        let evicted = tokio::task::spawn_blocking(move || {
+        let counts = tokio::task::spawn_blocking(move || {
             let limits = engine.limits();
             let before = limits.key_count();
             limits.retain_recent(Instant::now());
-            before.saturating_sub(limits.key_count())
+            (before, limits.key_count())
         })
         .await;
-        if let Ok(evicted) = evicted {
-            if evicted > 0 {
-                tracing::debug!(evicted, "idle rate-limit keys evicted");
+        if let Ok((before, after)) = counts {
+            if before > 0 {
+                tracing::debug!(
+                    evicted = before - after.min(before),
+                    tracked = after,
+                    "rate-limit keys"
+                );
             }
         }
     }
