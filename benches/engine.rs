@@ -26,7 +26,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::SplitMix64;
+use common::{lines, SplitMix64};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spoa_guard::config::Settings;
 use spoa_guard::engine::{Engine, Request};
@@ -70,16 +70,6 @@ fn write_random_list(path: &Path, n: usize, seed: u64) {
         text.push_str(&format!("{addr}/{prefix}\n"));
     }
     std::fs::write(path, text).unwrap();
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect()
 }
 
 /// A loaded engine and what loading it cost.

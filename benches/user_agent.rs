@@ -37,11 +37,14 @@
 //! SPOA_GUARD_DATA=../shared/data cargo bench --bench user_agent -- 'crawlers|choice_full'
 //! ```
 
+mod common;
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use common::lines;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use spoa_guard::config::{RuleAction, UaSource, UserAgentRule};
@@ -51,16 +54,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/useragents")
         .join(name)
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn rule(name: &str, source: UaSource, ignore_case: bool, literal: bool) -> UserAgentRule {

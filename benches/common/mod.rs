@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each bench uses a different subset
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 
 /// splitmix64 (Steele, Lea, Flood 2014): a tiny fixed-seed generator, so every run draws
 /// the same addresses and requests.
@@ -40,4 +41,15 @@ impl SplitMix64 {
     pub fn ipv4(&mut self) -> Ipv4Addr {
         Ipv4Addr::from(self.next() as u32)
     }
+}
+
+/// The non-empty, non-comment lines of a text file, trimmed.
+pub fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
 }
