@@ -23,7 +23,7 @@
 //!   as most tools do.
 //! - Anything else is an error naming the file and line. Loading carries on after a bad
 //!   line so that `spoa-guard check` reports every bad line at once (up to
-//!   [`MAX_ERRORS_PER_FILE`] per file).
+//!   [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE) per file).
 //!
 //! # IPv4-mapped IPv6
 //!
@@ -53,16 +53,7 @@ use bytes::Bytes;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::interval::{IntervalMap, Range};
-use super::{LoadError, LoadErrors};
-
-/// Most errors reported for one list file; the rest are summed up in one final error.
-///
-/// A file in the wrong format (say, a CSV given as a list) would otherwise produce one
-/// error per line, burying every other problem in `check` output.
-pub const MAX_ERRORS_PER_FILE: usize = 100;
-
-/// How much of an offending entry an error message quotes, in characters.
-const QUOTE_CHARS: usize = 60;
+use super::{quote, FileErrors, LoadError, LoadErrors};
 
 /// One parsed IP list file: its name and its entries, not yet compiled for lookups.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,7 +73,7 @@ impl IpList {
     ///
     /// # Errors
     ///
-    /// Every bad line, as `file:line: message` errors (at most [`MAX_ERRORS_PER_FILE`],
+    /// Every bad line, as `file:line: message` errors (at most [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE),
     /// then one error counting the rest).
     pub fn parse(path: &Path, text: &str) -> Result<IpList, LoadErrors> {
         let mut list = IpList {
@@ -90,9 +81,7 @@ impl IpList {
             v4: Vec::new(),
             v6: Vec::new(),
         };
-        let mut errors = Vec::new();
-        let mut unreported: usize = 0;
-
+        let mut errors = FileErrors::new(path);
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (line_no, line) in (1usize..).zip(text.lines()) {
             let entry = strip_comment(line).trim();
@@ -101,29 +90,13 @@ impl IpList {
             }
             match parse_entry(entry) {
                 Ok(net) => list.push(net),
-                Err(message) if errors.len() < MAX_ERRORS_PER_FILE => {
-                    errors.push(LoadError::line(path, line_no, message));
-                }
-                Err(_) => unreported = unreported.saturating_add(1),
+                Err(message) => errors.line(line_no, message),
             }
         }
-
-        if unreported > 0 {
-            errors.push(LoadError::file(
-                path,
-                format!(
-                    "{unreported} more invalid lines not shown \
-                     (only the first {MAX_ERRORS_PER_FILE} are reported)"
-                ),
-            ));
-        }
-        if errors.is_empty() {
-            list.v4.shrink_to_fit();
-            list.v6.shrink_to_fit();
-            Ok(list)
-        } else {
-            Err(LoadErrors(errors))
-        }
+        errors.finish()?;
+        list.v4.shrink_to_fit();
+        list.v6.shrink_to_fit();
+        Ok(list)
     }
 
     /// Reads and parses the list file at `path`.
@@ -242,16 +215,6 @@ fn parse_prefix(text: &str) -> Option<u8> {
         return None;
     }
     text.parse().ok()
-}
-
-/// `text` in double quotes with control characters escaped, cut to [`QUOTE_CHARS`].
-fn quote(text: &str) -> String {
-    if text.chars().count() <= QUOTE_CHARS {
-        format!("{text:?}")
-    } else {
-        let cut: String = text.chars().take(QUOTE_CHARS).collect();
-        format!("{:?}", format!("{cut}…"))
-    }
 }
 
 /// The inclusive address range of an IPv4 network.
@@ -373,6 +336,7 @@ impl fmt::Debug for IpMatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::{MAX_ERRORS_PER_FILE, QUOTE_CHARS};
     use proptest::prelude::*;
     use std::net::Ipv6Addr;
     use std::path::PathBuf;

@@ -99,6 +99,75 @@ impl RuleSet {
     }
 }
 
+/// Most errors reported for one rule file; the rest are summed up in one final error.
+///
+/// A file in the wrong format (say, a CSV given as a list) would otherwise produce one
+/// error per line, burying every other problem in `check` output.
+pub const MAX_ERRORS_PER_FILE: usize = 100;
+
+/// How much of an offending entry an error message quotes, in characters.
+pub(crate) const QUOTE_CHARS: usize = 60;
+
+/// `text` in double quotes with control characters escaped, cut to [`QUOTE_CHARS`].
+pub(crate) fn quote(text: &str) -> String {
+    if text.chars().count() <= QUOTE_CHARS {
+        format!("{text:?}")
+    } else {
+        let cut: String = text.chars().take(QUOTE_CHARS).collect();
+        format!("{:?}", format!("{cut}…"))
+    }
+}
+
+/// Collects one file's errors: every bad line up to [`MAX_ERRORS_PER_FILE`], then one
+/// error counting the rest; problems with the file as a whole are always kept.
+pub(crate) struct FileErrors<'a> {
+    path: &'a Path,
+    errors: Vec<LoadError>,
+    unreported: usize,
+}
+
+impl<'a> FileErrors<'a> {
+    /// No errors yet for `path`.
+    pub(crate) fn new(path: &'a Path) -> Self {
+        Self {
+            path,
+            errors: Vec::new(),
+            unreported: 0,
+        }
+    }
+
+    /// Records a problem on line `line_no` (1-based).
+    pub(crate) fn line(&mut self, line_no: usize, message: String) {
+        if self.errors.len() < MAX_ERRORS_PER_FILE {
+            self.errors
+                .push(LoadError::line(self.path, line_no, message));
+        } else {
+            self.unreported = self.unreported.saturating_add(1);
+        }
+    }
+
+    /// Records a problem with the file as a whole.
+    pub(crate) fn file(&mut self, message: String) {
+        self.errors.push(LoadError::file(self.path, message));
+    }
+
+    /// `Ok` when nothing was recorded, otherwise every error plus the count of the rest.
+    pub(crate) fn finish(mut self) -> Result<(), LoadErrors> {
+        if self.unreported > 0 {
+            let message = format!(
+                "{} more invalid lines not shown (only the first {MAX_ERRORS_PER_FILE} are reported)",
+                self.unreported
+            );
+            self.file(message);
+        }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(LoadErrors(self.errors))
+        }
+    }
+}
+
 /// The shared data set used by tests over real data: `$SPOA_GUARD_DATA`, else
 /// `../shared/data` next to the repository, if it has `subdir`. Tests skip without it.
 #[cfg(test)]

@@ -43,7 +43,7 @@
 //!   with a space, `Foo\ ` (an escaped space at the end of a line is kept).
 //! - Lines must be UTF-8. A bad line (invalid regex, invalid UTF-8) is a
 //!   `file:line: invalid pattern "...": <reason>` error; loading carries on so that
-//!   `spoa-guard check` reports every bad line (up to [`MAX_ERRORS_PER_FILE`] per file).
+//!   `spoa-guard check` reports every bad line (up to [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE) per file).
 //!
 //! The real lists load unchanged. Mitchell Krog's `bad-user-agents.list` (699 PCRE
 //! fragments) writes spaces as `\ ` and dots as `\.`. Rust's `regex` accepts both (it
@@ -165,7 +165,7 @@ use aho_corasick::{dfa::DFA, AhoCorasick, Anchored, MatchKind, StartKind};
 use bytes::Bytes;
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::ip::MAX_ERRORS_PER_FILE;
+use super::{FileErrors, QUOTE_CHARS};
 use super::{LoadError, LoadErrors};
 use crate::config::{RuleAction, UaSource, UserAgentRule};
 
@@ -194,9 +194,6 @@ pub const DFA_MAX_BYTES: usize = 32 * 1024;
 /// not an allocation (3.4 MiB in that measurement).
 pub const DFA_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// How much of an offending pattern an error message quotes, in characters.
-const QUOTE_CHARS: usize = 60;
-
 /// User agents shorter than this many bytes per stream are scanned as one stream: the
 /// interleaved walk has a fixed set-up cost that short strings (`curl/8.5.0`) do not repay.
 const MIN_STREAM_BYTES: usize = 16;
@@ -220,7 +217,7 @@ impl UaRules {
     ///
     /// Every problem in every rule, not just the first: an invalid or empty inline
     /// pattern, an unreadable file, and each bad line of a file as
-    /// `file:line: invalid pattern "...": reason` (at most [`MAX_ERRORS_PER_FILE`] per
+    /// `file:line: invalid pattern "...": reason` (at most [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE) per
     /// file).
     pub fn load(rules: &[UserAgentRule], config_path: &Path) -> Result<UaRules, LoadErrors> {
         let mut compiled = Vec::with_capacity(rules.len());
@@ -552,8 +549,7 @@ impl PatternSet {
         let mut wildcards: Vec<(Vec<u8>, Regex, String)> = Vec::new();
         let mut regexes: Vec<(Regex, String)> = Vec::new();
         let mut patterns: usize = 0;
-        let mut errors = Vec::new();
-        let mut unreported: usize = 0;
+        let mut errors = FileErrors::new(path);
 
         for (line_no, line) in (1usize..).zip(text.split(|&b| b == b'\n')) {
             let line = trim_line(line, !flags.literal);
@@ -590,26 +586,13 @@ impl PatternSet {
                 },
             };
             if let Err((line, reason)) = checked {
-                if errors.len() < MAX_ERRORS_PER_FILE {
-                    let message = format!("invalid pattern {}: {reason}", quote(&line));
-                    errors.push(LoadError::line(path, line_no, message));
-                } else {
-                    unreported = unreported.saturating_add(1);
-                }
+                errors.line(
+                    line_no,
+                    format!("invalid pattern {}: {reason}", quote(&line)),
+                );
             }
         }
-        if unreported > 0 {
-            errors.push(LoadError::file(
-                path,
-                format!(
-                    "{unreported} more invalid lines not shown \
-                     (only the first {MAX_ERRORS_PER_FILE} are reported)"
-                ),
-            ));
-        }
-        if !errors.is_empty() {
-            return Err(LoadErrors(errors));
-        }
+        errors.finish()?;
         let compile_error = |e: String| LoadError::file(path, format!("cannot compile: {e}"));
 
         let literal_bytes = exact
@@ -1044,6 +1027,7 @@ impl fmt::Debug for DfaScan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::MAX_ERRORS_PER_FILE;
     use proptest::prelude::*;
     use std::path::PathBuf;
     use std::sync::OnceLock;
