@@ -781,3 +781,1106 @@ fn invalid_addr(what: &str, field: &[u8]) -> String {
 fn quote_bytes(bytes: &[u8]) -> String {
     quote(&String::from_utf8_lossy(bytes))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::MAX_ERRORS_PER_FILE;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::net::Ipv6Addr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/asn")
+            .join(name)
+    }
+
+    fn load(names: &[&str]) -> AsnDb {
+        let paths: Vec<PathBuf> = names.iter().map(|n| fixture(n)).collect();
+        match AsnDb::load(&paths) {
+            Ok(db) => db,
+            Err(err) => panic!("{names:?} failed to load:\n{err}"),
+        }
+    }
+
+    fn parse(name: &str, text: &str) -> AsnDb {
+        match AsnDb::parse(Path::new(name), text.as_bytes()) {
+            Ok(db) => db,
+            Err(err) => panic!("{name} failed to parse:\n{err}"),
+        }
+    }
+
+    /// The `file:line: message` lines `check` would print for `bytes` named `name`.
+    fn errors(name: &str, bytes: &[u8]) -> Vec<String> {
+        let err = AsnDb::parse(Path::new(name), bytes).unwrap_err();
+        err.0.iter().map(ToString::to_string).collect()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    /// Asserts `db.lookup(addr) == want` for every `(addr, want)`.
+    fn assert_lookups(db: &AsnDb, cases: &[(&str, Option<u32>)]) {
+        for &(addr, want) in cases {
+            assert_eq!(db.lookup(ip(addr)), want, "{addr}");
+        }
+    }
+
+    /// What `synthetic.tsv` promises (see the fixture README).
+    const SYNTHETIC_TSV: &[(&str, Option<u32>)] = &[
+        ("192.0.1.255", None),
+        ("192.0.2.0", Some(64496)),
+        ("192.0.2.63", Some(64496)),
+        ("192.0.2.64", Some(64497)),
+        ("192.0.2.95", Some(64497)),
+        // AS 0 inside 64497 inside 64496: not routed.
+        ("192.0.2.96", None),
+        ("192.0.2.99", None),
+        // A single address routed again inside the hole.
+        ("192.0.2.100", Some(64498)),
+        ("192.0.2.101", None),
+        ("192.0.2.103", None),
+        ("192.0.2.104", Some(64497)),
+        ("192.0.2.127", Some(64497)),
+        ("192.0.2.128", Some(64496)),
+        ("192.0.2.255", Some(64496)),
+        ("192.0.3.0", None),
+        // A routed range inside a not-routed one.
+        ("198.51.100.0", None),
+        ("198.51.100.127", None),
+        ("198.51.100.128", Some(64499)),
+        ("198.51.100.191", Some(64499)),
+        ("198.51.100.192", None),
+        // A row written as IPv4-mapped IPv6 is IPv4; a narrower row overlaps its end.
+        ("203.0.113.0", Some(64502)),
+        ("203.0.113.99", Some(64502)),
+        ("203.0.113.100", Some(64503)),
+        ("203.0.113.127", Some(64503)),
+        ("203.0.113.200", Some(64503)),
+        ("203.0.113.201", None),
+        ("::ffff:203.0.113.1", Some(64502)),
+        ("::ffff:192.0.2.100", Some(64498)),
+        ("::ffff:192.0.2.97", None),
+        // IPv4-compatible (deprecated) is plain IPv6.
+        ("::203.0.113.1", None),
+        ("2001:db8::", Some(64500)),
+        ("2001:db8:0:ffff::1", Some(64500)),
+        ("2001:db8:1::1", Some(64501)),
+        ("2001:db8:1:2::", None),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", None),
+        ("2001:db8:1:3::", Some(64501)),
+        ("2001:db8:2::", Some(64500)),
+        ("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", Some(64500)),
+        ("2001:db9::", None),
+        ("2001:db7:ffff:ffff:ffff:ffff:ffff:ffff", None),
+    ];
+
+    const SYNTHETIC_CSV: &[(&str, Option<u32>)] = &[
+        ("192.0.2.0", Some(64504)),
+        ("192.0.2.127", Some(64504)),
+        ("192.0.2.128", Some(64505)),
+        ("192.0.2.255", Some(64505)),
+        ("198.51.100.0", Some(64506)),
+        ("198.51.100.64", None),
+        ("203.0.113.6", None),
+        ("203.0.113.7", Some(64507)),
+        ("::ffff:203.0.113.7", Some(64507)),
+        ("203.0.113.8", None),
+        ("2001:db8:a::", Some(64508)),
+        ("2001:db8:a:ffff:ffff:ffff:ffff:ffff", Some(64508)),
+        ("2001:db8:b::ffff", Some(64509)),
+        ("2001:db8:b::1:0", None),
+    ];
+
+    #[test]
+    fn iptoasn_tsv_plain_and_gzip() {
+        for name in ["synthetic.tsv", "synthetic.tsv.gz"] {
+            let db = load(&[name]);
+            assert_eq!(db.rows(), 11, "{name}");
+            assert!(!db.is_empty());
+            assert_lookups(&db, SYNTHETIC_TSV);
+        }
+    }
+
+    #[test]
+    fn ip_location_db_csv_plain_and_gzip() {
+        for name in ["synthetic.csv", "synthetic.csv.gz"] {
+            let db = load(&[name]);
+            assert_eq!((db.rows(), db.ranges()), (6, 6), "{name}");
+            assert_lookups(&db, SYNTHETIC_CSV);
+        }
+    }
+
+    #[test]
+    fn real_iptoasn_excerpt() {
+        let db = load(&["ip2asn-v4-excerpt.tsv"]);
+        assert_eq!(db.rows(), 30);
+        assert_lookups(
+            &db,
+            &[
+                ("1.1.1.0", Some(13335)),
+                ("1.1.1.1", Some(7497)),
+                ("1.1.1.2", Some(13335)),
+                ("1.1.1.255", Some(13335)),
+                ("1.1.2.0", None),
+                ("8.8.8.8", Some(15169)),
+                ("::ffff:8.8.4.4", Some(15169)),
+                ("34.112.0.1", Some(19527)),
+                ("23.228.128.1", Some(16591)),
+                ("9.9.9.9", None),
+            ],
+        );
+    }
+
+    #[test]
+    fn gzip_is_detected_by_content_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = std::fs::read(fixture("synthetic.csv")).unwrap();
+        // Compressed, named as plain text; and plain, named as compressed.
+        let compressed = dir.path().join("table.csv");
+        std::fs::write(&compressed, gzip(&text)).unwrap();
+        let plain = dir.path().join("table.csv.gz");
+        std::fs::write(&plain, &text).unwrap();
+        for path in [compressed, plain] {
+            let db = AsnDb::load(&[path]).unwrap();
+            assert_lookups(&db, SYNTHETIC_CSV);
+        }
+        // Concatenated gzip members (what `cat a.gz b.gz` gives) are one stream.
+        let mut two = gzip(b"192.0.2.0,192.0.2.255,64496,A\n");
+        two.extend(gzip(b"198.51.100.0,198.51.100.255,64497,B\n"));
+        let db = AsnDb::parse(Path::new("two.gz"), &two).unwrap();
+        assert_lookups(
+            &db,
+            &[("192.0.2.1", Some(64496)), ("198.51.100.1", Some(64497))],
+        );
+    }
+
+    #[test]
+    fn format_is_sniffed_from_the_first_row_not_the_name() {
+        // A TSV named .csv and a CSV named .tsv load by content.
+        let db = parse("wrong.csv", "192.0.2.0\t192.0.2.255\t64496\tZZ\tA, B\n");
+        assert_eq!(db.lookup(ip("192.0.2.9")), Some(64496));
+        let db = parse("wrong.tsv", "192.0.2.0,192.0.2.255,64496,\"A\tB\"\n");
+        assert_eq!(db.lookup(ip("192.0.2.9")), Some(64496));
+        // After the first row, the layout is fixed.
+        let errs = errors(
+            "t.tsv",
+            b"192.0.2.0\t192.0.2.255\t1\n198.51.100.0,198.51.100.255,2,X\n",
+        );
+        assert_eq!(
+            errs,
+            ["t.tsv:2: expected at least 3 fields (iptoasn TSV: \
+                 range_start<TAB>range_end<TAB>AS_number<TAB>country<TAB>description), \
+                 found 1 in \"198.51.100.0,198.51.100.255,2,X\""]
+        );
+    }
+
+    #[test]
+    fn csv_quoting() {
+        let db = parse(
+            "q.csv",
+            "1.0.0.0,1.0.0.255,13335,\"Cloudflare, Inc.\"\n\
+             1.0.64.0,1.0.127.255,18144,\"Enecom,Inc.\"\n\
+             \"192.0.2.0\",\"192.0.2.255\",\"64496\",\"Fully \"\"quoted\"\", row\"\n\
+             198.51.100.0,198.51.100.255,64497,Unquoted \"odd\" organization, with comma\n\
+             203.0.113.0,203.0.113.255,64498,\"Unterminated organization\n\
+             2001:db8::,2001:db8::ffff,64499,\n\
+             2001:db8:1::,2001:db8:1::ffff,AS64500\n",
+        );
+        assert_lookups(
+            &db,
+            &[
+                ("1.0.0.1", Some(13335)),
+                ("1.0.100.1", Some(18144)),
+                ("192.0.2.1", Some(64496)),
+                ("198.51.100.1", Some(64497)),
+                ("203.0.113.1", Some(64498)),
+                ("2001:db8::1", Some(64499)),
+                ("2001:db8:1::1", Some(64500)),
+            ],
+        );
+        assert_eq!(
+            csv_field(b"\"a\"\"b\",c").unwrap(),
+            (&b"a\"\"b"[..], Some(&b"c"[..]))
+        );
+        assert_eq!(csv_field(b"\"\"").unwrap(), (&b""[..], None));
+        assert_eq!(csv_field(b"").unwrap(), (&b""[..], None));
+        assert_eq!(csv_field(b"a,").unwrap(), (&b"a"[..], Some(&b""[..])));
+        assert!(csv_field(b"\"a\"\"").is_err());
+    }
+
+    #[test]
+    fn comments_blank_lines_crlf_bom_and_spaces() {
+        let db = parse(
+            "c.tsv",
+            "\u{feff}# a comment before the first row\r\n\
+             \r\n\
+             \x20\x20# indented comment\r\n\
+             192.0.2.0\t192.0.2.255\t64496\tZZ\tA\r\n\
+             \t \r\n\
+             198.51.100.0 \t 198.51.100.255 \t AS64497\tZZ\tB\r\n",
+        );
+        assert_eq!(db.rows(), 2);
+        assert_lookups(
+            &db,
+            &[("192.0.2.7", Some(64496)), ("198.51.100.7", Some(64497))],
+        );
+    }
+
+    #[test]
+    fn nested_ranges_most_specific_wins_in_any_order() {
+        let rows = [
+            "192.0.2.0\t192.0.2.255\t64496\n",
+            "192.0.2.64\t192.0.2.127\t64497\n",
+            "192.0.2.96\t192.0.2.103\t0\n",
+            "192.0.2.100\t192.0.2.100\t64498\n",
+        ];
+        // Every order of the rows gives the same table.
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [2, 0, 3, 1], [1, 3, 0, 2]] {
+            let text: String = order.iter().map(|&i| rows[i]).collect();
+            let db = parse("n.tsv", &text);
+            assert_lookups(&db, SYNTHETIC_TSV.get(..14).unwrap());
+            // 0-63 | 64-95 | 96-99 hole | 100 | 101-103 hole | 104-127 | 128-255
+            assert_eq!(db.ranges(), 7);
+        }
+    }
+
+    #[test]
+    fn not_routed_hole_shadows_wider_ranges_in_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let routed = dir.path().join("routed.csv");
+        std::fs::write(&routed, "192.0.2.0,192.0.2.255,64496,Wide\n").unwrap();
+        let holes = dir.path().join("holes.tsv");
+        std::fs::write(&holes, "192.0.2.128\t192.0.2.255\t0\tNone\tNot routed\n").unwrap();
+        for paths in [[&routed, &holes], [&holes, &routed]] {
+            let db = AsnDb::load(&paths.map(|p| p.clone())).unwrap();
+            assert_lookups(&db, &[("192.0.2.127", Some(64496)), ("192.0.2.128", None)]);
+        }
+        // An address covered by AS 0 only is the same as one not covered at all.
+        let db = parse("z.tsv", "0.0.0.0\t255.255.255.255\t0\tNone\tNot routed\n");
+        assert_eq!(db.lookup(ip("8.8.8.8")), None);
+        assert!(!db.is_empty());
+    }
+
+    #[test]
+    fn several_files_merge_most_specific_first_then_file_order() {
+        let db = load(&["synthetic.tsv", "synthetic.csv.gz", "ip2asn-v4-excerpt.tsv"]);
+        assert_eq!(db.rows(), 11 + 6 + 30);
+        assert_lookups(
+            &db,
+            &[
+                // The CSV's /25 is narrower than the TSV's /24 ...
+                ("192.0.2.0", Some(64504)),
+                // ... but the TSV's /26 is narrower than the CSV's /25.
+                ("192.0.2.64", Some(64497)),
+                ("192.0.2.97", None),
+                ("192.0.2.100", Some(64498)),
+                ("192.0.2.200", Some(64505)),
+                // The CSV's routed /26 inside the TSV's not-routed /24.
+                ("198.51.100.1", Some(64506)),
+                ("198.51.100.64", None),
+                ("198.51.100.130", Some(64499)),
+                ("203.0.113.7", Some(64507)),
+                ("203.0.113.8", Some(64502)),
+                ("2001:db8:a::1", Some(64508)),
+                ("2001:db8:b::1", Some(64509)),
+                ("2001:db8:c::1", Some(64500)),
+                ("1.1.1.1", Some(7497)),
+                ("8.8.8.8", Some(15169)),
+            ],
+        );
+        // Equally wide ranges: the earlier file wins, whatever the formats.
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.tsv");
+        std::fs::write(&a, "192.0.2.0\t192.0.2.255\t64510\tZZ\tA\n").unwrap();
+        let b = dir.path().join("b.csv");
+        std::fs::write(
+            &b,
+            "192.0.2.0,192.0.2.255,64511,B\n192.0.2.0,192.0.2.255,64509,B2\n",
+        )
+        .unwrap();
+        let ab = AsnDb::load(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!(ab.lookup(ip("192.0.2.1")), Some(64510));
+        let ba = AsnDb::load(&[b, a]).unwrap();
+        assert_eq!(ba.lookup(ip("192.0.2.1")), Some(64511));
+        assert_eq!(ba.rows(), 3);
+        assert_eq!(ba.ranges(), 1);
+    }
+
+    #[test]
+    fn ipv4_mapped_sources_and_rows() {
+        let db = parse(
+            "m.tsv",
+            "192.0.2.0\t192.0.2.255\t64496\n\
+             ::ffff:198.51.100.0\t::ffff:198.51.100.255\t64497\n\
+             ::ffff:0:0\t::ffff:255.255.255.255\t0\n\
+             ::\t::ffff:ffff:ffff\t64498\n\
+             ::fffe:0:0\t::ffff:0:0\t64499\n",
+        );
+        assert_lookups(
+            &db,
+            &[
+                ("::ffff:192.0.2.1", Some(64496)),
+                ("192.0.2.1", Some(64496)),
+                ("198.51.100.1", Some(64497)),
+                ("::ffff:198.51.100.1", Some(64497)),
+                // The whole mapped block as AS 0 is all of IPv4, not routed, and loses to
+                // the narrower rows.
+                ("203.0.113.1", None),
+                // Rows reaching outside the mapped block stay IPv6: they never match IPv4.
+                ("0.0.0.0", None),
+                ("::1", Some(64498)),
+                ("::fffe:0:1", Some(64499)),
+            ],
+        );
+    }
+
+    #[test]
+    fn invalid_tsv_fixture_reports_every_bad_line_exactly() {
+        let path = fixture("invalid.tsv");
+        let err = AsnDb::load(std::slice::from_ref(&path)).unwrap_err();
+        let p = path.display();
+        let want = [
+            format!(
+                "{p}:2: invalid range start \"192.0.2.\": expected an IPv4 or IPv6 address \
+                 such as 192.0.2.0 or 2001:db8::"
+            ),
+            format!("{p}:3: range start 198.51.100.9 is after range end 198.51.100.1"),
+            format!(
+                "{p}:4: range 198.51.100.0 - 2001:db8:: mixes IPv4 and IPv6: both ends must \
+                 be of one family"
+            ),
+            format!(
+                "{p}:5: invalid AS number \"AS-X\": expected a number from 0 to 4294967295 \
+                 (or AS64496)"
+            ),
+            format!(
+                "{p}:6: expected at least 3 fields (iptoasn TSV: \
+                 range_start<TAB>range_end<TAB>AS_number<TAB>country<TAB>description), \
+                 found 2 in \"203.0.113.0\\t203.0.113.255\""
+            ),
+        ];
+        let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(got, want);
+        assert!(err.0.iter().all(|e| e.path == path));
+    }
+
+    #[test]
+    fn invalid_csv_fixture_reports_every_bad_line_exactly() {
+        let path = fixture("invalid.csv");
+        let err = AsnDb::load(std::slice::from_ref(&path)).unwrap_err();
+        let p = path.display();
+        let want = [
+            format!(
+                "{p}:2: unterminated quoted field in \
+                 \"\\\"192.0.2.0,192.0.2.255,64496,Unterminated quote\""
+            ),
+            format!(
+                "{p}:3: expected at least 3 fields (ip-location-db CSV: \
+                 range_start,range_end,asn,organization), found 1 in \
+                 \"192.0.2.0;192.0.2.255;64496;Wrong separator\""
+            ),
+            format!(
+                "{p}:4: text after the closing quote of a quoted field in \
+                 \"\\\"192.0.2.1\\\"x,192.0.2.255,64496,Text after the closing quote\""
+            ),
+            format!(
+                "{p}:6: invalid AS number \"4294967296\": expected a number from 0 to \
+                 4294967295 (or AS64496)"
+            ),
+        ];
+        let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn errors_of_every_file_are_collected() {
+        let missing = fixture("no-such-file.tsv");
+        let paths = [
+            fixture("invalid.tsv"),
+            missing.clone(),
+            fixture("invalid.csv"),
+        ];
+        let err = AsnDb::load(&paths).unwrap_err();
+        assert_eq!(err.0.len(), 5 + 1 + 4);
+        let missing_err = err.0.iter().find(|e| e.path == missing).unwrap();
+        assert_eq!(missing_err.line, None);
+        assert!(
+            missing_err.message.starts_with("cannot read: "),
+            "{missing_err}"
+        );
+    }
+
+    #[test]
+    fn error_count_is_capped_per_file() {
+        let text = "192.0.2.0\t192.0.2.1\t1\n".to_string() + &"x\ty\tz\n".repeat(250);
+        let errs = errors("many.tsv", text.as_bytes());
+        assert_eq!(errs.len(), MAX_ERRORS_PER_FILE + 1);
+        assert_eq!(
+            errs.last().unwrap(),
+            "many.tsv: 150 more invalid lines not shown (only the first 100 are reported)"
+        );
+        assert!(
+            errs[0].starts_with("many.tsv:2: invalid range start \"x\""),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn unknown_formats_and_empty_files() {
+        assert_eq!(
+            errors("a.txt", b"# header\n192.0.2.0/24 64496\n"),
+            [
+                "a.txt:2: unknown IP-to-ASN database format: expected iptoasn TSV: \
+                 range_start<TAB>range_end<TAB>AS_number<TAB>country<TAB>description, \
+                 ip-location-db CSV: range_start,range_end,asn,organization or a MaxMind DB \
+                 file; the first row is \"192.0.2.0/24 64496\""
+            ]
+        );
+        // Spamhaus ASN-DROP (NDJSON) has commas, so it reads as a (broken) CSV.
+        let errs = errors("asndrop.json", b"{\"asn\":932,\"rir\":\"arin\"}\n");
+        assert_eq!(
+            errs,
+            [
+                "asndrop.json:1: text after the closing quote of a quoted field in \
+                 \"{\\\"asn\\\":932,\\\"rir\\\":\\\"arin\\\"}\""
+            ]
+        );
+        let errs = errors("c.tsv", b"\x00\x01\x02,\t\n");
+        assert!(
+            errs[0].starts_with(
+                "c.tsv:1: unknown IP-to-ASN database format (the file name suggests iptoasn TSV"
+            ),
+            "{errs:?}"
+        );
+        for (name, bytes) in [
+            ("empty.tsv", &b""[..]),
+            ("comments.csv", &b"# nothing\n\n"[..]),
+        ] {
+            assert_eq!(
+                errors(name, bytes),
+                [format!(
+                    "{name}: no IP ranges found: the database is empty (or holds only comments)"
+                )]
+            );
+        }
+        assert_eq!(
+            errors("empty.gz", &gzip(b"")),
+            ["empty.gz: no IP ranges found: the database is empty (or holds only comments)"]
+        );
+        // Binary inside gzip that is not a MaxMind DB.
+        let errs = errors("bin.gz", &gzip(b"\x00\x01\x02\x03 not a database"));
+        assert!(
+            errs[0].ends_with("or a MaxMind DB file (binary data)"),
+            "{errs:?}"
+        );
+        // Broken gzip: a file-level error, after the rows read so far.
+        let mut broken = gzip(&b"192.0.2.0\t192.0.2.255\t64496\n".repeat(2000));
+        broken.truncate(broken.len() / 2);
+        let errs = errors("broken.tsv.gz", &broken);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("broken.tsv.gz: "), "{errs:?}");
+        // No paths: an empty table, every lookup misses.
+        let db = AsnDb::load(&[]).unwrap();
+        assert!(db.is_empty());
+        assert_eq!((db.ranges(), db.rows()), (0, 0));
+        assert_eq!(db.lookup(ip("192.0.2.1")), None);
+        assert_eq!(AsnDb::default().lookup(ip("::1")), None);
+    }
+
+    #[test]
+    fn debug_shows_sizes_only() {
+        let db = load(&["synthetic.tsv"]);
+        let text = format!("{db:?}");
+        assert!(
+            text.starts_with("AsnDb { rows: 11, v4_segments: "),
+            "{text}"
+        );
+    }
+
+    // ---- MaxMind DB ---------------------------------------------------------------------
+
+    mod mmdb {
+        use super::*;
+        use maxminddb_writer::metadata::IpVersion;
+        use maxminddb_writer::paths::IpAddrWithMask;
+        use maxminddb_writer::Database;
+        use serde::Serialize;
+
+        /// A GeoLite2-ASN record.
+        #[derive(Serialize)]
+        struct AsnRecord {
+            autonomous_system_number: u32,
+            autonomous_system_organization: &'static str,
+        }
+
+        /// A record without an AS number (a country database, say).
+        #[derive(Serialize)]
+        struct OtherRecord {
+            country: &'static str,
+        }
+
+        /// A writer for an IPv6 (`v6`) or IPv4 database, with GeoLite2-ASN metadata.
+        fn database(v6: bool) -> Database {
+            let mut db = Database::default();
+            db.metadata.ip_version = if v6 { IpVersion::V6 } else { IpVersion::V4 };
+            db.metadata.binary_format_major_version = 2;
+            db.metadata.database_type = "GeoLite2-ASN".to_string();
+            db.metadata.languages = vec!["en".to_string()];
+            db.metadata.build_epoch = 1_700_000_000;
+            db
+        }
+
+        /// `net` as a tree path; in an IPv6 database IPv4 networks live under `::/96`, as
+        /// in MaxMind's own databases.
+        fn path(net: &str, v6: bool) -> IpAddrWithMask {
+            match net.parse::<IpNet>().unwrap() {
+                IpNet::V4(n) if v6 => IpAddrWithMask::new(
+                    IpAddr::V6(n.network().to_ipv6_compatible()),
+                    n.prefix_len() + 96,
+                ),
+                n => IpAddrWithMask::new(n.network(), n.prefix_len()),
+            }
+        }
+
+        /// A database holding `nets` (wider networks must come before the ones nested in
+        /// them: the writer splits a network to insert a narrower one).
+        fn write(v6: bool, nets: &[(&str, Option<u32>)]) -> Vec<u8> {
+            let mut db = database(v6);
+            for &(net, asn) in nets {
+                let data = match asn {
+                    Some(asn) => db.insert_value(AsnRecord {
+                        autonomous_system_number: asn,
+                        autonomous_system_organization: "Example Networks, Inc.",
+                    }),
+                    None => db.insert_value(OtherRecord { country: "ZZ" }),
+                }
+                .unwrap();
+                db.insert_node(path(net, v6), data);
+            }
+            db.write_to(Vec::new()).unwrap()
+        }
+
+        /// Networks for both database kinds: a nested network and holes.
+        const NETS: &[(&str, Option<u32>)] = &[
+            ("192.0.2.0/24", Some(64496)),
+            ("192.0.2.64/26", Some(64497)),
+            ("192.0.2.100/32", Some(64498)),
+            ("198.51.100.0/25", None),
+            ("198.51.100.128/25", Some(64499)),
+            ("203.0.113.7/32", Some(64500)),
+        ];
+
+        const V4_CASES: &[(&str, Option<u32>)] = &[
+            ("192.0.2.0", Some(64496)),
+            ("192.0.2.64", Some(64497)),
+            ("192.0.2.99", Some(64497)),
+            ("192.0.2.100", Some(64498)),
+            ("192.0.2.101", Some(64497)),
+            ("192.0.2.128", Some(64496)),
+            ("198.51.100.1", None),
+            ("198.51.100.128", Some(64499)),
+            ("::ffff:198.51.100.128", Some(64499)),
+            ("203.0.113.7", Some(64500)),
+            ("203.0.113.8", None),
+            ("8.8.8.8", None),
+        ];
+
+        #[test]
+        fn ipv4_database() {
+            let bytes = write(false, NETS);
+            // The content decides, whatever the name.
+            for name in ["GeoLite2-ASN.mmdb", "asn.dat", "asn.csv"] {
+                let db = AsnDb::parse(Path::new(name), &bytes).unwrap();
+                assert_lookups(&db, V4_CASES);
+                assert_eq!(db.lookup(ip("2001:db8::1")), None);
+            }
+        }
+
+        #[test]
+        fn ipv6_database_with_ipv4_subtree() {
+            let mut nets = NETS.to_vec();
+            nets.extend([
+                ("2001:db8::/32", Some(64501)),
+                ("2001:db8:1::/48", Some(64502)),
+                // A network inside the mapped block is IPv4.
+                ("::ffff:198.51.100.0/121", Some(64503)),
+            ]);
+            let bytes = write(true, &nets);
+            let db = AsnDb::parse(Path::new("asn.mmdb"), &bytes).unwrap();
+            assert_lookups(&db, V4_CASES.get(..5).unwrap());
+            assert_lookups(
+                &db,
+                &[
+                    ("198.51.100.1", Some(64503)),
+                    ("::ffff:198.51.100.127", Some(64503)),
+                    ("2001:db8::1", Some(64501)),
+                    ("2001:db8:1::1", Some(64502)),
+                    ("2001:db8:2::1", Some(64501)),
+                    ("2001:db9::1", None),
+                    // IPv4 lives under ::/96 inside the file, but that is not an IPv6
+                    // address anyone is looked up by.
+                    ("::192.0.2.1", None),
+                ],
+            );
+        }
+
+        #[test]
+        fn compressed_and_merged_with_text() {
+            let bytes = write(true, NETS);
+            let dir = tempfile::tempdir().unwrap();
+            let mmdb = dir.path().join("GeoLite2-ASN.mmdb.gz");
+            std::fs::write(&mmdb, gzip(&bytes)).unwrap();
+            // Also without the hint: binary content inside the gzip stream.
+            let unnamed = dir.path().join("asn.gz");
+            std::fs::write(&unnamed, gzip(&bytes)).unwrap();
+            for path in [&mmdb, &unnamed] {
+                let db = AsnDb::load(std::slice::from_ref(path)).unwrap();
+                assert_lookups(&db, V4_CASES);
+            }
+            // Merged with a text table: most specific wins across formats. A MaxMind DB
+            // stores disjoint networks, so the /24 with a /26 inside comes out as 0/26,
+            // the pieces of 64/26 and 128/25: those are the widths that compete.
+            let db = AsnDb::load(&[mmdb, fixture("synthetic.csv")]).unwrap();
+            assert_lookups(
+                &db,
+                &[
+                    // .0/26 of the database beats the CSV's .0/25.
+                    ("192.0.2.0", Some(64496)),
+                    ("192.0.2.64", Some(64497)),
+                    ("192.0.2.100", Some(64498)),
+                    // .128/25 in both: the earlier file wins.
+                    ("192.0.2.200", Some(64496)),
+                    // The database's record without an AS number says nothing.
+                    ("198.51.100.1", Some(64506)),
+                    ("198.51.100.128", Some(64499)),
+                    ("2001:db8:a::1", Some(64508)),
+                ],
+            );
+        }
+
+        #[test]
+        fn records_without_asn_are_skipped_and_a_non_asn_database_is_an_error() {
+            let db = AsnDb::parse(Path::new("a.mmdb"), &write(false, NETS)).unwrap();
+            // Rows are the networks the tree stores: the /24 around the /26 around the
+            // /32 is stored as 9 disjoint networks (0/26; 64/27, 96/30, 100/32, 101/32,
+            // 102/31, 104/29, 112/28; 128/25), then 198.51.100.128/25 and 203.0.113.7/32.
+            // 198.51.100.0/25 has a record without an AS number and is skipped.
+            assert_eq!(db.rows(), 9 + 2);
+            let other = write(false, &[("192.0.2.0/24", None), ("198.51.100.0/24", None)]);
+            assert_eq!(
+                errors("GeoLite2-Country.mmdb", &other),
+                [
+                    "GeoLite2-Country.mmdb: not an IP-to-ASN database: no record has \
+                     autonomous_system_number (database_type \"GeoLite2-ASN\")"
+                ]
+            );
+            // A database without any network.
+            let empty = write(false, &[]);
+            let errs = errors("empty.mmdb", &empty);
+            assert_eq!(errs.len(), 1);
+            assert!(errs[0].starts_with("empty.mmdb: "), "{errs:?}");
+        }
+
+        #[test]
+        fn wrongly_typed_asn_is_an_error() {
+            #[derive(Serialize)]
+            struct Stringly {
+                autonomous_system_number: &'static str,
+            }
+            let mut db = database(false);
+            let data = db
+                .insert_value(Stringly {
+                    autonomous_system_number: "AS64496",
+                })
+                .unwrap();
+            db.insert_node(path("192.0.2.0/24", false), data);
+            let bytes = db.write_to(Vec::new()).unwrap();
+            let errs = errors("s.mmdb", &bytes);
+            assert_eq!(errs.len(), 1);
+            assert!(
+                errs[0].starts_with(
+                    "s.mmdb: invalid MaxMind DB: record of 192.0.2.0/24: autonomous_system_number: "
+                ),
+                "{errs:?}"
+            );
+        }
+
+        #[test]
+        fn corrupt_or_misnamed_files() {
+            let errs = errors("text.mmdb", b"192.0.2.0,192.0.2.255,64496,A\n");
+            assert_eq!(
+                errs,
+                [
+                    "text.mmdb: not a MaxMind DB: no metadata marker in the last 128 KiB \
+                     (truncated or not an .mmdb file)"
+                ]
+            );
+            // Truncated: the marker survives, the tree does not.
+            let bytes = write(false, NETS);
+            let mut cut = bytes.get(..3).unwrap().to_vec();
+            cut.extend(bytes.get(bytes.len() - 200..).unwrap());
+            let errs = errors("cut.mmdb", &cut);
+            assert_eq!(errs.len(), 1);
+            assert!(
+                errs[0].starts_with("cut.mmdb: invalid MaxMind DB: "),
+                "{errs:?}"
+            );
+            // MaxMind ships tar.gz archives; a tar header is recognised.
+            let mut tar = vec![0u8; 1024];
+            tar.splice(..20, b"GeoLite2-ASN_2026/ab".iter().copied());
+            tar.splice(257..263, b"ustar\0".iter().copied());
+            tar.extend(&bytes);
+            for bytes in [gzip(&tar), tar] {
+                assert_eq!(
+                    errors("GeoLite2-ASN.tar.gz", &bytes),
+                    [format!("GeoLite2-ASN.tar.gz: {TAR_MESSAGE}")]
+                );
+            }
+        }
+    }
+
+    // ---- Block files --------------------------------------------------------------------
+
+    fn block_errors(text: &str) -> Vec<String> {
+        let err = parse_block_file(Path::new("asn-block.txt"), text).unwrap_err();
+        err.0.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn block_fixture_x4b_layout() {
+        let block = AsnBlock::load(&[], Some(&fixture("asn-block.txt"))).unwrap();
+        assert_eq!(
+            block.iter().collect::<Vec<_>>(),
+            [64496, 64497, 64498, 64499, 64500, 64511]
+        );
+        assert!(block.contains(64497));
+        assert!(!block.contains(64501));
+        assert_eq!(block.len(), 6);
+
+        let x4b = AsnBlock::load(&[], Some(&fixture("x4bnet-datacenter-asn-excerpt.txt"))).unwrap();
+        assert_eq!(x4b.len(), 16);
+        for asn in [202448, 55286, 6698, 60253, 398787] {
+            assert!(x4b.contains(asn), "{asn}");
+        }
+    }
+
+    #[test]
+    fn block_inline_and_file_are_merged() {
+        let block =
+            AsnBlock::load(&[64511, 13335, 64496], Some(&fixture("asn-block.txt"))).unwrap();
+        assert_eq!(block.len(), 7);
+        assert!(block.contains(13335));
+        let inline = AsnBlock::load(&[7, 7, 3], None).unwrap();
+        assert_eq!(inline.iter().collect::<Vec<_>>(), [3, 7]);
+        let none = AsnBlock::load(&[], None).unwrap();
+        assert!(none.is_empty());
+        assert!(!none.contains(0));
+        assert_eq!(none, AsnBlock::default());
+    }
+
+    #[test]
+    fn block_bad_lines_are_reported_with_their_text() {
+        assert_eq!(
+            block_errors(
+                "AS64496 # ok\n\
+                 AS3223 VOXILITY, RO\n\
+                 \n\
+                 AS-1\t# negative\n\
+                 ASN64497\n\
+                 64498 ; semicolons are not comments here\n\
+                 99999999999\n"
+            ),
+            [
+                "asn-block.txt:2: invalid AS number \"AS3223 VOXILITY, RO\": expected one per \
+                 line, as AS64496 or 64496",
+                "asn-block.txt:4: invalid AS number \"AS-1\": expected one per line, as AS64496 \
+                 or 64496",
+                "asn-block.txt:5: invalid AS number \"ASN64497\": expected one per line, as \
+                 AS64496 or 64496",
+                "asn-block.txt:6: invalid AS number \"64498 ; semicolons are not comments \
+                 here\": expected one per line, as AS64496 or 64496",
+                "asn-block.txt:7: invalid AS number \"99999999999\": expected one per line, as \
+                 AS64496 or 64496",
+            ]
+        );
+        let many = block_errors(&"bad\n".repeat(MAX_ERRORS_PER_FILE + 5));
+        assert_eq!(many.len(), MAX_ERRORS_PER_FILE + 1);
+        assert_eq!(
+            many.last().unwrap(),
+            "asn-block.txt: 5 more invalid lines not shown (only the first 100 are reported)"
+        );
+    }
+
+    #[test]
+    fn block_file_errors_and_odd_bytes() {
+        let missing = fixture("missing-block.txt");
+        let err = AsnBlock::load(&[], Some(&missing)).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(
+            err.0[0]
+                .to_string()
+                .contains("missing-block.txt: cannot read: "),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latin1.txt");
+        std::fs::write(&path, b"\xef\xbb\xbfAS64496 # caf\xe9\r\nAS6449\xff\n").unwrap();
+        let err = AsnBlock::load(&[], Some(&path)).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(err.0[0].line, Some(2));
+        assert!(err.0[0].message.contains("\"AS6449\u{fffd}\""), "{err}");
+    }
+
+    // ---- Real data ----------------------------------------------------------------------
+
+    /// The `asn/` directory of the shared data set.
+    fn shared_data() -> Option<PathBuf> {
+        crate::rules::shared_data("asn").map(|dir| dir.join("asn"))
+    }
+
+    #[test]
+    fn real_tables_load_without_errors() {
+        let Some(data) = shared_data() else {
+            eprintln!("skipped: no shared data (set SPOA_GUARD_DATA to a directory with asn/)");
+            return;
+        };
+        let load = |names: &[&str]| {
+            let paths: Vec<PathBuf> = names.iter().map(|n| data.join(n)).collect();
+            match AsnDb::load(&paths) {
+                Ok(db) => db,
+                Err(err) => panic!("{names:?} failed to load:\n{err}"),
+            }
+        };
+
+        let sample = load(&["ip2asn-v4-sample.tsv"]);
+        assert_eq!(sample.rows(), 1_427);
+        assert_lookups(
+            &sample,
+            &[("1.1.1.1", Some(7497)), ("8.8.8.8", Some(15169))],
+        );
+
+        let iptoasn6 = load(&["ip2asn-v6.tsv.gz"]);
+        assert_eq!(iptoasn6.rows(), 167_928);
+        assert_lookups(
+            &iptoasn6,
+            &[
+                ("::", None),
+                ("::1", None),
+                ("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", None),
+                ("200:1900:5203::1", Some(3356)),
+                // Nested, same AS as the enclosing range.
+                ("2804:204:18a::1", Some(28186)),
+                // Nested, a different AS than the enclosing AS28270 range.
+                ("2804:880:1001::1", Some(28270)),
+                ("2804:880:1002::1", Some(28220)),
+                // An AS 0 hole inside an AS28613 range.
+                ("2804:490:8801::1", Some(28613)),
+                ("2804:490:8880::1", None),
+                ("2001:4860:4860::8888", Some(15169)),
+            ],
+        );
+
+        let ipl = load(&[
+            "ip-location-db-asn-ipv4.csv.gz",
+            "ip-location-db-asn-ipv6.csv.gz",
+        ]);
+        assert_eq!(ipl.rows(), 411_961 + 103_197);
+        assert_lookups(
+            &ipl,
+            &[
+                ("1.0.0.1", Some(13335)),
+                ("1.0.64.1", Some(18144)),
+                ("8.8.8.8", Some(15169)),
+                ("::ffff:8.8.8.8", Some(15169)),
+                ("10.0.0.1", None),
+                ("2001:200:1ba::1", Some(24047)),
+                ("2001:4860:4860::8888", Some(15169)),
+                ("::1", None),
+            ],
+        );
+
+        let block = AsnBlock::load(&[], Some(&data.join("x4bnet-datacenter-asn.txt"))).unwrap();
+        // 906 lines, 892 distinct ASNs (14 are listed twice).
+        assert_eq!(block.len(), 892);
+        assert!(block.contains(3223) && block.contains(55286));
+    }
+
+    // ---- Properties ---------------------------------------------------------------------
+
+    /// One generated row: inclusive range and AS number (0 = not routed).
+    #[derive(Debug, Clone)]
+    struct Row {
+        start: IpAddr,
+        end: IpAddr,
+        asn: u32,
+    }
+
+    impl Row {
+        fn new(a: IpAddr, b: IpAddr, asn: u32) -> Row {
+            let (start, end) = if a <= b { (a, b) } else { (b, a) };
+            Row { start, end, asn }
+        }
+
+        fn tsv(&self) -> String {
+            format!(
+                "{}\t{}\t{}\tZZ\tEXAMPLE, Inc.\n",
+                self.start, self.end, self.asn
+            )
+        }
+
+        fn csv(&self) -> String {
+            format!(
+                "{},{},AS{},\"Example, Inc.\"\n",
+                self.start, self.end, self.asn
+            )
+        }
+
+        /// `(is IPv4, start, end)` by the documented rule: mapped rows are IPv4.
+        fn canonical(&self) -> (bool, u128, u128) {
+            match (self.start, self.end) {
+                (IpAddr::V4(s), IpAddr::V4(e)) => {
+                    (true, u128::from(u32::from(s)), u128::from(u32::from(e)))
+                }
+                (IpAddr::V6(s), IpAddr::V6(e)) => match (s.to_ipv4_mapped(), e.to_ipv4_mapped()) {
+                    (Some(s), Some(e)) => {
+                        (true, u128::from(u32::from(s)), u128::from(u32::from(e)))
+                    }
+                    _ => (false, u128::from(s), u128::from(e)),
+                },
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    fn canonical_addr(addr: IpAddr) -> (bool, u128) {
+        match addr.to_canonical() {
+            IpAddr::V4(v4) => (true, u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => (false, u128::from(v6)),
+        }
+    }
+
+    /// The narrowest covering row's AS (earliest among equals), `None` for AS 0 or none.
+    fn naive(rows: &[Row], addr: IpAddr) -> Option<u32> {
+        let (v4, a) = canonical_addr(addr);
+        rows.iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let (rv4, s, e) = r.canonical();
+                (rv4 == v4 && s <= a && a <= e).then_some((e - s, i, r.asn))
+            })
+            .min()
+            .and_then(|(_, _, asn)| (asn != 0).then_some(asn))
+    }
+
+    fn asn() -> impl Strategy<Value = u32> {
+        prop_oneof![1 => Just(0u32), 4 => 64496u32..64500]
+    }
+
+    /// Rows crowded into a few small areas so they nest and overlap, plus a few wide ones.
+    fn row() -> impl Strategy<Value = Row> {
+        let v4 = |x: u8| IpAddr::V4(Ipv4Addr::new(192, 0, 2, x));
+        let mapped = |x: u8| IpAddr::V6(Ipv4Addr::new(192, 0, 2, x).to_ipv6_mapped());
+        let v6 = doc_v6;
+        prop_oneof![
+            5 => (0u8..48, 0u8..48, asn()).prop_map(move |(a, b, n)| Row::new(v4(a), v4(b), n)),
+            2 => (0u8..48, 0u8..48, asn())
+                .prop_map(move |(a, b, n)| Row::new(mapped(a), mapped(b), n)),
+            3 => (0u16..48, 0u16..48, asn()).prop_map(move |(a, b, n)| Row::new(v6(a), v6(b), n)),
+            1 => asn().prop_map(|n| Row::new(ip("0.0.0.0"), ip("255.255.255.255"), n)),
+            1 => asn().prop_map(|n| Row::new(ip("::"), IpAddr::V6(Ipv6Addr::from(u128::MAX)), n)),
+        ]
+    }
+
+    /// `2001:db8::x`.
+    fn doc_v6(x: u16) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, x))
+    }
+
+    fn probes(rows: &[Row]) -> Vec<IpAddr> {
+        let mut out = Vec::new();
+        for x in 0u8..50 {
+            out.push(IpAddr::V4(Ipv4Addr::new(192, 0, 2, x)));
+            out.push(IpAddr::V6(Ipv4Addr::new(192, 0, 2, x).to_ipv6_mapped()));
+            out.push(doc_v6(u16::from(x)));
+        }
+        for r in rows {
+            out.extend([r.start, r.end]);
+        }
+        out.extend([ip("0.0.0.0"), ip("255.255.255.255"), ip("::"), ip("::1")]);
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn lookup_matches_naive_narrowest_range(
+            files in proptest::collection::vec(
+                (proptest::collection::vec(row(), 1..8), any::<bool>()), 1..4),
+        ) {
+            let mut tables = Tables::default();
+            let mut all = Vec::new();
+            for (i, (rows, csv)) in files.iter().enumerate() {
+                let text: String =
+                    rows.iter().map(|r| if *csv { r.csv() } else { r.tsv() }).collect();
+                let name = format!("file{i}.{}", if *csv { "csv" } else { "tsv" });
+                let errs = tables.add_file(Path::new(&name), text.as_bytes());
+                prop_assert!(errs.is_empty(), "{:?}", errs);
+                all.extend(rows.iter().cloned());
+            }
+            let db = tables.build();
+            prop_assert_eq!(db.rows(), all.len());
+            for addr in probes(&all) {
+                prop_assert_eq!(db.lookup(addr), naive(&all, addr), "addr {}", addr);
+            }
+        }
+
+        #[test]
+        fn text_parsers_never_panic(
+            text in ".{0,300}",
+            name in prop_oneof![Just("f.tsv"), Just("f.csv"), Just("f"), Just("f.mmdb")],
+        ) {
+            let _ = AsnDb::parse(Path::new(name), text.as_bytes());
+        }
+
+        #[test]
+        fn text_parsers_never_panic_on_near_misses(
+            text in "[0-9a-fA-F:.,\t\" #ASas\r\n-]{0,400}",
+            gz in any::<bool>(),
+        ) {
+            let bytes = if gz { gzip(text.as_bytes()) } else { text.into_bytes() };
+            if let Err(errs) = AsnDb::parse(Path::new("fuzz.tsv"), &bytes) {
+                prop_assert!(!errs.0.is_empty() && errs.0.len() <= MAX_ERRORS_PER_FILE + 2);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..600),
+            prefix in prop_oneof![Just(&b""[..]), Just(&GZIP_MAGIC[..])],
+            marker in any::<bool>(),
+        ) {
+            let mut data = prefix.to_vec();
+            data.extend(&bytes);
+            if marker {
+                data.extend(MMDB_MARKER);
+                data.extend(bytes.iter().take(40));
+            }
+            let _ = AsnDb::parse(Path::new("fuzz"), &data);
+        }
+
+        #[test]
+        fn block_files_never_panic(text in "[0-9ASas#\t \r\n;x-]{0,200}") {
+            let _ = parse_block_file(Path::new("fuzz.txt"), &text);
+        }
+    }
+}
