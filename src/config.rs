@@ -46,6 +46,8 @@ pub struct Settings {
     pub limit: Vec<LimitSettings>,
     /// `[log]`: log level and format (restart to change).
     pub log: LogSettings,
+    /// `[reload]`: how rule changes are noticed (restart to change).
+    pub reload: ReloadSettings,
 }
 
 /// `[server]`.
@@ -209,7 +211,7 @@ fn default_limit_key() -> String {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogSettings {
     /// `error`, `warn`, `info`, `debug`, `trace`, or a `tracing` filter directive;
@@ -224,6 +226,31 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
+        }
+    }
+}
+
+/// `[reload]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReloadSettings {
+    /// Watch the configuration and every rule file (inotify) and reload on change.
+    pub watch: bool,
+    /// Reload once no watched file has changed for this long, so that an editor's or a
+    /// deployment's burst of events is one reload.
+    pub debounce_ms: u64,
+    /// Also compare the files' stamps (inode, size, modification time) this often, which
+    /// catches what events miss (a replaced directory, a full event queue, network file
+    /// systems). 0 turns it off.
+    pub poll_secs: u64,
+}
+
+impl Default for ReloadSettings {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            debounce_ms: 200,
+            poll_secs: 5,
         }
     }
 }
@@ -267,6 +294,113 @@ pub struct Config {
     pub rules: RulesConfig,
     /// Logging.
     pub log: LogSettings,
+    /// How rule changes are noticed.
+    pub reload: ReloadConfig,
+}
+
+impl Config {
+    /// The configuration file and every rule file it names: what a reload reads, and
+    /// what is watched. Absolute when the configuration path is.
+    pub fn files(&self) -> Vec<PathBuf> {
+        std::iter::once(self.path.as_path())
+            .chain(self.rules.files())
+            .map(Path::to_path_buf)
+            .collect()
+    }
+
+    /// The settings that differ between `self` (in force) and `new` but only take effect
+    /// after a restart, as `key (old → new)`; empty when a reload can apply everything.
+    pub fn restart_changes(&self, new: &Config) -> Vec<String> {
+        fn secs(d: Option<Duration>) -> String {
+            d.map_or(0, |d| d.as_secs()).to_string()
+        }
+        let (a, b) = (self, new);
+        let pairs = [
+            (
+                "server.listen",
+                a.server.listen.to_string(),
+                b.server.listen.to_string(),
+            ),
+            (
+                "server.max_frame_size",
+                a.server.max_frame_size.to_string(),
+                b.server.max_frame_size.to_string(),
+            ),
+            (
+                "server.max_connections",
+                a.server.max_connections.to_string(),
+                b.server.max_connections.to_string(),
+            ),
+            (
+                "server.backlog",
+                a.server.backlog.to_string(),
+                b.server.backlog.to_string(),
+            ),
+            (
+                "server.idle_timeout_secs",
+                secs(Some(a.server.idle_timeout)),
+                secs(Some(b.server.idle_timeout)),
+            ),
+            (
+                "server.shutdown_timeout_secs",
+                secs(Some(a.server.shutdown_timeout)),
+                secs(Some(b.server.shutdown_timeout)),
+            ),
+            (
+                "server.message",
+                format!("{:?}", a.server.message),
+                format!("{:?}", b.server.message),
+            ),
+            (
+                "log.level",
+                format!("{:?}", a.log.level),
+                format!("{:?}", b.log.level),
+            ),
+            (
+                "log.format",
+                format!("{:?}", a.log.format),
+                format!("{:?}", b.log.format),
+            ),
+            (
+                "reload.watch",
+                a.reload.watch.to_string(),
+                b.reload.watch.to_string(),
+            ),
+            (
+                "reload.debounce_ms",
+                a.reload.debounce.as_millis().to_string(),
+                b.reload.debounce.as_millis().to_string(),
+            ),
+            ("reload.poll_secs", secs(a.reload.poll), secs(b.reload.poll)),
+        ];
+        pairs
+            .into_iter()
+            .filter(|(_, old, new)| old != new)
+            .map(|(key, old, new)| format!("{key} ({old} → {new})"))
+            .collect()
+    }
+}
+
+/// Validated `[reload]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Watch files for changes.
+    pub watch: bool,
+    /// Quiet time after the last change before reloading.
+    pub debounce: Duration,
+    /// Stamp comparison interval, if any.
+    pub poll: Option<Duration>,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        let s = ReloadSettings::default();
+        Self {
+            watch: s.watch,
+            debounce: Duration::from_millis(s.debounce_ms),
+            poll: Some(Duration::from_secs(s.poll_secs)),
+        }
+    }
 }
 
 /// Validated `[server]`.
@@ -503,11 +637,24 @@ impl Settings {
         let rules = validate_rules(self.lists, self.asn, self.user_agent, self.limit, &base)
             .map_err(error)?;
         check_log_level(&self.log.level).map_err(|m| error(format!("log.level: {m}")))?;
+        let r = self.reload;
+        if r.debounce_ms > 60_000 {
+            return Err(error(format!(
+                "reload.debounce_ms: {} is over a minute; changes would wait that long",
+                r.debounce_ms
+            )));
+        }
+        let reload = ReloadConfig {
+            watch: r.watch,
+            debounce: Duration::from_millis(r.debounce_ms),
+            poll: (r.poll_secs > 0).then(|| Duration::from_secs(r.poll_secs)),
+        };
         Ok(Config {
             path: path.to_path_buf(),
             server,
             rules,
             log: self.log,
+            reload,
         })
     }
 }

@@ -13,12 +13,14 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use bytes::Bytes;
 use spoa_guard::config::{Config, LogFormat, LogSettings};
 use spoa_guard::engine::{canonical, Engine, Request, Summary};
+use spoa_guard::reload::{Reloader, Stamps};
 use spoa_guard::server::{self, Listener, Shared};
 use spoa_guard::spop::{Arg, TypedData};
 
@@ -249,8 +251,11 @@ fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
 }
 
 fn serve(path: &Path) -> anyhow::Result<()> {
+    // Stamped before being read, so that a change during the load is reloaded.
+    let stamps = Stamps::of(&[path]);
     let config = Config::load(path)?;
     init_tracing(&config.log);
+    let stamps = stamps.extended_to(&config.files());
     let engine = Engine::load(&config.rules, &config.path, None).map_err(|errors| {
         for err in &errors.0 {
             error!("{err}");
@@ -268,7 +273,11 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         info!(listen = %config.server.listen, version = env!("CARGO_PKG_VERSION"), "spoa-guard listening");
         let shared = Arc::new(Shared::new(engine, &config.server));
         let shutdown = CancellationToken::new();
-        tokio::spawn(handle_signals(path.to_path_buf(), config.clone(), shared.clone(), shutdown.clone()));
+        let force_reload = Arc::new(Notify::new());
+        let reloader = Reloader::new(config.clone(), stamps, shared.clone());
+        info!(dirs = ?reloader.watched_dirs(), "watching rule files");
+        tokio::spawn(reloader.run(force_reload.clone(), shutdown.clone()));
+        tokio::spawn(handle_signals(force_reload, shutdown.clone()));
         server::run(listener, shared, config.server.max_connections, shutdown, config.server.shutdown_timeout).await;
         info!("stopped");
         Ok(())
@@ -276,12 +285,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 }
 
 /// SIGTERM/SIGINT: graceful shutdown (a second one exits at once). SIGHUP: reload.
-async fn handle_signals(
-    path: PathBuf,
-    config: Config,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
+async fn handle_signals(force_reload: Arc<Notify>, shutdown: CancellationToken) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
@@ -295,8 +299,7 @@ async fn handle_signals(
             _ = term.recv() => {}
             _ = int.recv() => {}
             _ = hup.recv() => {
-                info!("SIGHUP: reloading rules");
-                spoa_guard::reload::reload(&path, &config, &shared).await;
+                force_reload.notify_one();
                 continue;
             }
         }

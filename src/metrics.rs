@@ -26,6 +26,15 @@ pub struct Metrics {
     pub protocol_errors_total: AtomicU64,
     /// Health-check HELLOs answered.
     pub healthchecks_total: AtomicU64,
+    /// Reloads that put new rules in force.
+    pub reloads_applied_total: AtomicU64,
+    /// Reloads that failed (the previous rules stayed in force).
+    pub reloads_failed_total: AtomicU64,
+    /// 1 while the last reload attempt failed: the files on disk are not what is in
+    /// force. 0 after a successful one.
+    pub reload_failing: AtomicU64,
+    /// Unix time (seconds) the rules in force were loaded.
+    pub rules_loaded_unix_seconds: AtomicU64,
 }
 
 impl Metrics {
@@ -37,6 +46,11 @@ impl Metrics {
     /// Subtracts one from `counter` (for gauges such as active connections).
     pub fn dec(counter: &AtomicU64) {
         counter.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Ordering::Relaxed);
     }
 
     /// Reads `counter`.

@@ -51,9 +51,14 @@ pub struct Shared {
 impl Shared {
     /// Shared state for a server with these settings, starting with `engine`.
     pub fn new(engine: Engine, config: &ServerConfig) -> Self {
+        let metrics = Metrics::default();
+        Metrics::set(
+            &metrics.rules_loaded_unix_seconds,
+            crate::reload::unix_now(),
+        );
         Self {
             engine: ArcSwap::from_pointee(engine),
-            metrics: Metrics::default(),
+            metrics,
             settings: ConnSettings {
                 max_frame_size: config.max_frame_size,
                 idle_timeout: config.idle_timeout,

@@ -1,0 +1,339 @@
+//! Live rule updates: noticing that the configuration or a rule file changed, rebuilding
+//! the whole rule set off the request path, and swapping it in at once.
+//!
+//! ```text
+//!  inotify events ──► FileWatcher ──► quiet for `debounce`? ─┐
+//!  stamp poll (every `poll_secs`) ──► stamps changed? ───────┼─► Reloader::reload
+//!  SIGHUP ───────────────────────────────────────────────────┘        │
+//!      blocking pool: read config + every file, build Engine (limit state carried)
+//!                          │ ok                              │ error
+//!            ArcSwap::swap, old engine freed off-path     old rules stay; errors logged
+//!                                                          with file:line; counter + 1
+//! ```
+//!
+//! One [`Reloader`] task owns all of it, so reloads never overlap: a change noticed
+//! during a reload is handled by the next one. Requests in flight finish on the engine
+//! they loaded; the old engine is freed on the blocking pool once the last of them lets
+//! go, so no request pays for freeing a million-entry list.
+//!
+//! Settings that only take effect at start (`[server]`, `[log]`, `[reload]`) are
+//! compared on every successful reload; a difference is logged by key, and the rest of
+//! the reload is applied.
+
+mod stamps;
+mod watch;
+
+pub use stamps::Stamps;
+pub use watch::FileWatcher;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::engine::{Engine, Summary};
+use crate::metrics::Metrics;
+use crate::server::Shared;
+
+/// Why a reload runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// SIGHUP (or a caller): reload even if no file seems to have changed.
+    Signal,
+    /// A file event, after the debounce.
+    Watch,
+    /// The stamp poll found a change no event reported.
+    Poll,
+}
+
+impl Cause {
+    /// `signal`, `watch` or `poll`, as logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Signal => "signal",
+            Cause::Watch => "watch",
+            Cause::Poll => "poll",
+        }
+    }
+}
+
+/// What one reload attempt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The new rules are in force. `restart_needed` lists the changed settings that
+    /// only a restart applies (`server.listen (a → b)`), already logged.
+    Applied {
+        /// Changed start-time settings, as `key (old → new)`.
+        restart_needed: Vec<String>,
+    },
+    /// Something failed to load; the previous rules stay in force.
+    Failed {
+        /// Every error, as logged (`file:line: what is wrong`).
+        errors: Vec<String>,
+    },
+}
+
+/// How long the retired engine may stay referenced before the reloader stops waiting
+/// for the last request to release it (it is then freed by that request instead).
+const RETIRE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Owns live updates for one running agent; see the module docs.
+#[derive(Debug)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+    /// Settings in force: start-time sections as started, rules as last applied.
+    running: Config,
+    /// The configuration file and the rule files of the last attempt: what is watched.
+    files: Vec<PathBuf>,
+    /// Their stamps, taken before the last attempt read them.
+    stamps: Stamps,
+    /// `None` when watching is off or inotify is unavailable (the poll still runs).
+    watcher: Option<FileWatcher>,
+}
+
+impl Reloader {
+    /// A reloader for an agent whose rules in `shared` were loaded from `config`;
+    /// `stamps` were taken before those files were read (see [`Stamps::extended_to`]).
+    /// Starts watching when `[reload] watch` is on.
+    pub fn new(config: Config, stamps: Stamps, shared: Arc<Shared>) -> Reloader {
+        let files = config.files();
+        let watcher = if config.reload.watch {
+            match FileWatcher::new() {
+                Ok(mut watcher) => {
+                    watcher.watch(&files);
+                    Some(watcher)
+                }
+                Err(err) => {
+                    warn!(error = %err, "cannot watch files; changes are found by the stamp poll and SIGHUP");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        Reloader {
+            shared,
+            running: config,
+            files,
+            stamps,
+            watcher,
+        }
+    }
+
+    /// The directories being watched (empty when watching is off).
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        self.watcher
+            .as_ref()
+            .map(|w| w.dirs().map(Path::to_path_buf).collect())
+            .unwrap_or_default()
+    }
+
+    /// Serves reload requests until `shutdown`: file changes (debounced), the stamp
+    /// poll, and `force` (SIGHUP) which reloads even without a visible change.
+    pub async fn run(mut self, force: Arc<Notify>, shutdown: CancellationToken) {
+        let mut poll = self.running.reload.poll.map(|every| {
+            let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            poll
+        });
+        // Anything changed between the first load and the watches being in place.
+        self.reload_if_changed(Cause::Poll).await;
+        loop {
+            let cause = tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = force.notified() => Cause::Signal,
+                () = changed(self.watcher.as_ref()) => self.settle(&force).await,
+                () = tick(poll.as_mut()) => Cause::Poll,
+            };
+            match cause {
+                Cause::Signal => {
+                    info!("SIGHUP: reloading rules");
+                    self.reload(cause).await;
+                }
+                Cause::Watch | Cause::Poll => {
+                    self.reload_if_changed(cause).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until no watched file has changed for the debounce time. A forced reload
+    /// meanwhile cuts the wait short.
+    async fn settle(&self, force: &Notify) -> Cause {
+        let debounce = self.running.reload.debounce;
+        loop {
+            tokio::select! {
+                () = changed(self.watcher.as_ref()) => {}
+                () = force.notified() => return Cause::Signal,
+                () = tokio::time::sleep(debounce) => return Cause::Watch,
+            }
+        }
+    }
+
+    /// Reloads if any file's stamp differs from the last attempt's.
+    ///
+    /// Returns `None` when nothing changed (events that change nothing a reload reads,
+    /// such as a ConfigMap's old directory being removed).
+    pub async fn reload_if_changed(&mut self, cause: Cause) -> Option<Outcome> {
+        let files = self.files.clone();
+        let now = tokio::task::spawn_blocking(move || Stamps::of(&files))
+            .await
+            .ok()?;
+        let changed = now.changed_since(&self.stamps);
+        if changed.is_empty() {
+            debug!(cause = cause.as_str(), "no rule file changed");
+            return None;
+        }
+        let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+        info!(cause = cause.as_str(), files = %changed.join(", "), "rule files changed: reloading");
+        Some(self.reload(cause).await)
+    }
+
+    /// Reloads now: reads the configuration and every rule file on the blocking pool,
+    /// and swaps the new rules in if all of it loads. Logs the outcome and counts it.
+    pub async fn reload(&mut self, cause: Cause) -> Outcome {
+        let started = Instant::now();
+        let path = self.running.path.clone();
+        let known = self.files.clone();
+        let previous = self.shared.engine.load_full();
+        let attempt =
+            tokio::task::spawn_blocking(move || Attempt::run(&path, known, &previous)).await;
+        let attempt = match attempt {
+            Ok(attempt) => attempt,
+            Err(join) => Attempt {
+                files: self.files.clone(),
+                stamps: self.stamps.clone(),
+                built: Err(vec![format!("reload task failed: {join}")]),
+            },
+        };
+        self.files = attempt.files;
+        self.stamps = attempt.stamps;
+        if let Some(watcher) = &mut self.watcher {
+            watcher.watch(&self.files);
+        }
+        let metrics = &self.shared.metrics;
+        let (config, engine) = match attempt.built {
+            Ok(built) => built,
+            Err(errors) => {
+                for line in &errors {
+                    error!(target: "spoa_guard::reload", "{line}");
+                }
+                Metrics::inc(&metrics.reloads_failed_total);
+                Metrics::set(&metrics.reload_failing, 1);
+                warn!(
+                    cause = cause.as_str(),
+                    errors = errors.len(),
+                    "reload failed; the previous rules stay in force"
+                );
+                return Outcome::Failed { errors };
+            }
+        };
+        let restart_needed = self.running.restart_changes(&config);
+        if !restart_needed.is_empty() {
+            warn!(
+                settings = %restart_needed.join(", "),
+                "these settings only change on restart; the rules are reloaded without them"
+            );
+        }
+        let summary = Summary::of(&engine);
+        let old = self.shared.engine.swap(Arc::new(engine));
+        retire(old);
+        self.running.rules = config.rules;
+        Metrics::inc(&metrics.reloads_applied_total);
+        Metrics::set(&metrics.reload_failing, 0);
+        Metrics::set(&metrics.rules_loaded_unix_seconds, unix_now());
+        info!(
+            cause = cause.as_str(),
+            ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            rules = %summary,
+            "rules reloaded"
+        );
+        Outcome::Applied { restart_needed }
+    }
+}
+
+/// One attempt at loading everything, on the blocking pool.
+struct Attempt {
+    /// What the new configuration names (the old set if the configuration is broken).
+    files: Vec<PathBuf>,
+    /// Their stamps, taken before they were read.
+    stamps: Stamps,
+    built: Result<(Config, Engine), Vec<String>>,
+}
+
+impl Attempt {
+    fn run(path: &Path, mut known: Vec<PathBuf>, previous: &Engine) -> Attempt {
+        if !known.iter().any(|f| f == path) {
+            known.insert(0, path.to_path_buf());
+        }
+        let stamps = Stamps::of(&known);
+        let config = match Config::load(path) {
+            Ok(config) => config,
+            Err(err) => {
+                return Attempt {
+                    files: known,
+                    stamps,
+                    built: Err(vec![err.to_string()]),
+                }
+            }
+        };
+        let files = config.files();
+        let stamps = stamps.extended_to(&files);
+        let built = match Engine::load(&config.rules, &config.path, Some(previous)) {
+            Ok(engine) => Ok((config, engine)),
+            Err(errors) => Err(errors.0.iter().map(ToString::to_string).collect()),
+        };
+        Attempt {
+            files,
+            stamps,
+            built,
+        }
+    }
+}
+
+/// Frees `old` on the blocking pool once no request holds it any more.
+fn retire(old: Arc<Engine>) {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + RETIRE_PATIENCE;
+        let mut old = old;
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(engine) => return drop(engine),
+                Err(still_shared) if Instant::now() < deadline => {
+                    old = still_shared;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// Resolves when the watcher reports a change; never without a watcher.
+async fn changed(watcher: Option<&FileWatcher>) {
+    match watcher {
+        Some(watcher) => watcher.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at the next poll tick; never without a poll.
+async fn tick(poll: Option<&mut tokio::time::Interval>) {
+    match poll {
+        Some(poll) => {
+            poll.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Seconds since the Unix epoch, for the "rules loaded at" gauge.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
