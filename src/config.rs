@@ -1016,6 +1016,7 @@ dry_run = true
             ("[server]\nmax_frame_size = 100\n", "server.max_frame_size"),
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
             ("[log]\nlevel = \"loud!!\"\n", "log.level"),
+            ("[reload]\ndebounce_ms = 600000\n", "reload.debounce_ms"),
         ] {
             let err = validate(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
@@ -1028,5 +1029,66 @@ dry_run = true
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_frame_size"), "{err}");
+    }
+
+    #[test]
+    fn reload_settings() {
+        let c = validate("").unwrap();
+        assert_eq!(c.reload, ReloadConfig::default());
+        assert!(c.reload.watch);
+        assert_eq!(c.reload.debounce, Duration::from_millis(200));
+        assert_eq!(c.reload.poll, Some(Duration::from_secs(5)));
+        let c = validate("[reload]\nwatch = false\ndebounce_ms = 0\npoll_secs = 0\n").unwrap();
+        assert_eq!(
+            c.reload,
+            ReloadConfig {
+                watch: false,
+                debounce: Duration::ZERO,
+                poll: None
+            }
+        );
+        let err = validate("[reload]\nwatsh = true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("watsh"), "{err}");
+    }
+
+    #[test]
+    fn files_are_the_config_then_every_rule_file() {
+        let c =
+            validate("[lists]\nblock = [\"b.txt\"]\n[asn]\ndatabases = [\"asn.csv\"]\n").unwrap();
+        assert_eq!(
+            c.files(),
+            vec![
+                PathBuf::from("/etc/spoa-guard/spoa-guard.toml"),
+                PathBuf::from("/etc/spoa-guard/b.txt"),
+                PathBuf::from("/etc/spoa-guard/asn.csv"),
+            ]
+        );
+    }
+
+    #[test]
+    fn restart_changes_name_each_start_time_setting() {
+        let old = validate("").unwrap();
+        assert!(old.restart_changes(&old).is_empty());
+        let rules_only = validate("[lists]\nblock = [\"b.txt\"]\n").unwrap();
+        assert!(
+            old.restart_changes(&rules_only).is_empty(),
+            "rules reload live"
+        );
+        let new = validate(
+            "[server]\nlisten = \"unix:/run/guard.sock\"\nidle_timeout_secs = 60\n\
+             [log]\nformat = \"json\"\n[reload]\npoll_secs = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            old.restart_changes(&new),
+            vec![
+                "server.listen (127.0.0.1:12345 → unix:/run/guard.sock)",
+                "server.idle_timeout_secs (300 → 60)",
+                "log.format (Text → Json)",
+                "reload.poll_secs (5 → 0)",
+            ]
+        );
     }
 }

@@ -138,6 +138,20 @@ fn check(path: &Path) -> ExitCode {
         s.ua_rules, s.ua_patterns
     );
     println!("  limits:       {}", s.limits);
+    let r = &config.reload;
+    let poll = r.poll.map_or_else(
+        || "no stamp poll".to_string(),
+        |p| format!("stamp poll every {} s", p.as_secs()),
+    );
+    if r.watch {
+        let watched = config.files().len();
+        println!(
+            "  reload:       watching {watched} files (debounce {} ms, {poll}), SIGHUP",
+            r.debounce.as_millis()
+        );
+    } else {
+        println!("  reload:       not watching ({poll}), SIGHUP");
+    }
     let memory = memory_mib().map_or_else(String::new, |(rss, peak)| {
         format!(", resident memory {rss:.1} MiB (peak {peak:.1} MiB)")
     });

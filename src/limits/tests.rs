@@ -788,7 +788,17 @@ fn state_carries_over_for_unchanged_limits_only() {
     let new_same = new.iter().find(|l| &l.name()[..] == b"same").unwrap();
     assert_eq!(new_same.take(&r, None, now + secs(1)), denied(1));
     assert!(Arc::ptr_eq(&old_same.buckets, &new_same.buckets));
+    // A removed limit's buckets go with the old set; carried ones stay.
+    let gone = Arc::downgrade(
+        &old.iter()
+            .find(|l| &l.name()[..] == b"gone")
+            .unwrap()
+            .buckets,
+    );
+    let same = Arc::downgrade(&old_same.buckets);
     drop(old);
+    assert!(gone.upgrade().is_none(), "removed limit's state freed");
+    assert!(same.upgrade().is_some());
     assert_eq!(new.len(), 5);
 
     // A renamed limit is a new limit.

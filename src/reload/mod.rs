@@ -93,6 +93,8 @@ pub struct Reloader {
     stamps: Stamps,
     /// `None` when watching is off or inotify is unavailable (the poll still runs).
     watcher: Option<FileWatcher>,
+    /// A file changed between the first load and the watches being in place.
+    changed_at_start: bool,
 }
 
 impl Reloader {
@@ -115,12 +117,15 @@ impl Reloader {
         } else {
             None
         };
+        // Checked once the watches are in place: anything later is an event.
+        let changed_at_start = Stamps::of(&files) != stamps;
         Reloader {
             shared,
             running: config,
             files,
             stamps,
             watcher,
+            changed_at_start,
         }
     }
 
@@ -140,8 +145,9 @@ impl Reloader {
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             poll
         });
-        // Anything changed between the first load and the watches being in place.
-        self.reload_if_changed(Cause::Poll).await;
+        if self.changed_at_start {
+            self.reload_if_changed(Cause::Poll).await;
+        }
         loop {
             let cause = tokio::select! {
                 () = shutdown.cancelled() => return,

@@ -92,11 +92,9 @@ impl FileWatcher {
             let _ = self.watcher.unwatch(dir);
         }
         let mut watched = BTreeSet::new();
+        // Watched again even when already watched: a no-op for the same directory, and
+        // the way to follow a directory replaced under the same name.
         for dir in &targets.dirs {
-            if self.dirs.contains(dir) {
-                watched.insert(dir.clone());
-                continue;
-            }
             match self.watcher.watch(dir, RecursiveMode::NonRecursive) {
                 Ok(()) => {
                     watched.insert(dir.clone());
