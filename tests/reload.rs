@@ -16,6 +16,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/configmap.rs"]
+mod configmap;
+
+use configmap::ConfigMap;
 use spoa_guard::config::Config;
 use spoa_guard::engine::{Engine, Request};
 use spoa_guard::metrics::Metrics;
@@ -218,48 +222,6 @@ async fn a_delete_and_recreate_is_picked_up() {
     assert_eq!(live.decide("10.0.0.1"), "allow");
 }
 
-/// What kubelet's AtomicWriter does: each version in a timestamped directory, `..data`
-/// a symlink to the current one, the visible files symlinks through `..data`. An update
-/// writes a new directory, points `..data_tmp` at it, renames that over `..data` and
-/// removes the old directory.
-struct ConfigMap {
-    dir: PathBuf,
-    version: u32,
-}
-
-impl ConfigMap {
-    fn create(dir: &Path, files: &[(&str, &str)]) -> ConfigMap {
-        let mut map = ConfigMap {
-            dir: dir.to_path_buf(),
-            version: 0,
-        };
-        let first = map.write_version(files);
-        std::os::unix::fs::symlink(&first, dir.join("..data")).unwrap();
-        for (name, _) in files {
-            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
-        }
-        map
-    }
-
-    fn write_version(&mut self, files: &[(&str, &str)]) -> String {
-        self.version += 1;
-        let name = format!("..2026_11_24_10_00_00.{}", self.version);
-        for (file, text) in files {
-            write(&self.dir.join(&name).join(file), text);
-        }
-        name
-    }
-
-    fn update(&mut self, files: &[(&str, &str)]) {
-        let old = std::fs::read_link(self.dir.join("..data")).unwrap();
-        let new = self.write_version(files);
-        let tmp = self.dir.join("..data_tmp");
-        std::os::unix::fs::symlink(&new, &tmp).unwrap();
-        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
-        std::fs::remove_dir_all(self.dir.join(old)).unwrap();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_symlink_swap_is_picked_up_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,6 +304,30 @@ async fn an_editors_burst_of_writes_is_one_reload() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(live.applied(), 1);
     assert_eq!(live.failed(), 0);
+}
+
+/// A tool appending attackers to a block list every 50 ms never leaves the debounce
+/// quiet: the reload must still come, within the one-second bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_appended_to_all_the_time_is_still_reloaded() {
+    let live = one_list();
+    let file = live.path("block.txt");
+    let started = Instant::now();
+    let mut appended = 0u8;
+    let mut picked_up = None;
+    while started.elapsed() < Duration::from_secs(4) {
+        appended += 1;
+        let mut text = std::fs::read_to_string(&file).unwrap();
+        text.push_str(&format!("10.0.2.{appended}\n"));
+        write(&file, &text);
+        if picked_up.is_none() && live.decide("10.0.2.1") == "block" {
+            picked_up = Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let picked_up = picked_up.expect("no reload while the file kept changing");
+    eprintln!("continuous appends: first picked up after {picked_up:?}");
+    assert!(live.applied() >= 2, "{} reloads in 4 s", live.applied());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,10 @@
 //! the whole rule set off the request path, and swapping it in at once.
 //!
 //! ```text
-//!  inotify events ──► FileWatcher ──► quiet for `debounce`? ─┐
-//!  stamp poll (every `poll_secs`) ──► stamps changed? ───────┼─► Reloader::reload
-//!  SIGHUP ───────────────────────────────────────────────────┘        │
+//!  inotify events ──► FileWatcher ─────────┐
+//!  stamp poll (every `poll_secs`): changed? ┴─► quiet for `debounce` ──┐
+//!                                               (at most max_settle)   ├─► reload
+//!  SIGHUP ─────────────────────────────────────────────────────────────┘      │
 //!      blocking pool: read config + every file, build Engine (limit state carried)
 //!                          │ ok                              │ error
 //!            ArcSwap::swap, old engine freed off-path     old rules stay; errors logged
@@ -152,8 +153,18 @@ impl Reloader {
             let cause = tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = force.notified() => Cause::Signal,
-                () = changed(self.watcher.as_ref()) => self.settle(&force).await,
-                () = tick(poll.as_mut()) => Cause::Poll,
+                () = changed(self.watcher.as_ref()) => Cause::Watch,
+                () = tick(poll.as_mut()) => {
+                    if self.changed_files().await.is_empty() {
+                        continue;
+                    }
+                    Cause::Poll
+                }
+            };
+            // The poll may have caught a file being written, too: wait for quiet.
+            let cause = match cause {
+                Cause::Signal => cause,
+                Cause::Watch | Cause::Poll => self.settle(&force, cause).await,
             };
             match cause {
                 Cause::Signal => {
@@ -167,15 +178,21 @@ impl Reloader {
         }
     }
 
-    /// Waits until no watched file has changed for the debounce time. A forced reload
-    /// meanwhile cuts the wait short.
-    async fn settle(&self, force: &Notify) -> Cause {
+    /// Waits until no watched file has changed for the debounce time, or at most
+    /// [`max_settle`] (a file appended to all the time, say by a tool adding attackers
+    /// to a block list, must still be reloaded). A forced reload cuts the wait short.
+    async fn settle(&self, force: &Notify, cause: Cause) -> Cause {
         let debounce = self.running.reload.debounce;
+        let deadline = tokio::time::Instant::now() + max_settle(debounce);
         loop {
             tokio::select! {
                 () = changed(self.watcher.as_ref()) => {}
                 () = force.notified() => return Cause::Signal,
-                () = tokio::time::sleep(debounce) => return Cause::Watch,
+                () = tokio::time::sleep(debounce) => return cause,
+                () = tokio::time::sleep_until(deadline) => {
+                    debug!("files still changing; reloading without waiting for quiet");
+                    return cause;
+                }
             }
         }
     }
@@ -185,18 +202,25 @@ impl Reloader {
     /// Returns `None` when nothing changed (events that change nothing a reload reads,
     /// such as a ConfigMap's old directory being removed).
     pub async fn reload_if_changed(&mut self, cause: Cause) -> Option<Outcome> {
-        let files = self.files.clone();
-        let now = tokio::task::spawn_blocking(move || Stamps::of(&files))
-            .await
-            .ok()?;
-        let changed = now.changed_since(&self.stamps);
+        let changed = self.changed_files().await;
         if changed.is_empty() {
             debug!(cause = cause.as_str(), "no rule file changed");
             return None;
         }
-        let changed: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
         info!(cause = cause.as_str(), files = %changed.join(", "), "rule files changed: reloading");
         Some(self.reload(cause).await)
+    }
+
+    /// The watched files whose stamps differ from the last attempt's, for the log.
+    async fn changed_files(&self) -> Vec<String> {
+        let files = self.files.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || Stamps::of(&files)).await else {
+            return Vec::new();
+        };
+        now.changed_since(&self.stamps)
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect()
     }
 
     /// Reloads now: reads the configuration and every rule file on the blocking pool,
@@ -299,6 +323,12 @@ impl Attempt {
             built,
         }
     }
+}
+
+/// The longest a burst of changes delays a reload: five debounce periods, at least a
+/// second.
+pub fn max_settle(debounce: Duration) -> Duration {
+    (debounce * 5).max(Duration::from_secs(1))
 }
 
 /// Frees `old` on the blocking pool once no request holds it any more.

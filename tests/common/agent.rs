@@ -233,6 +233,17 @@ impl AgentProcess {
     /// Writes `files` and a config made of a `[server]` section on a free loopback port
     /// plus `rules` (TOML), then starts the agent and waits until it accepts.
     pub fn with_rules(rules: &str, files: &[(&str, &str)]) -> AgentProcess {
+        Self::with_rules_prepared(rules, files, |_| {})
+    }
+
+    /// Like [`AgentProcess::with_rules`], with `prepare` run on the agent's directory
+    /// after `files` are written and before the agent starts: for layouts `files` cannot
+    /// express (subdirectories, symlinks).
+    pub fn with_rules_prepared(
+        rules: &str,
+        files: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> AgentProcess {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -243,6 +254,7 @@ impl AgentProcess {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
+        prepare(dir.path());
         let config = dir.path().join("spoa-guard.toml");
         std::fs::write(
             &config,
