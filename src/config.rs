@@ -311,74 +311,42 @@ impl Config {
     /// The settings that differ between `self` (in force) and `new` but only take effect
     /// after a restart, as `key (old → new)`; empty when a reload can apply everything.
     pub fn restart_changes(&self, new: &Config) -> Vec<String> {
-        fn secs(d: Option<Duration>) -> String {
-            d.map_or(0, |d| d.as_secs()).to_string()
-        }
-        let (a, b) = (self, new);
-        let pairs = [
-            (
-                "server.listen",
-                a.server.listen.to_string(),
-                b.server.listen.to_string(),
-            ),
-            (
-                "server.max_frame_size",
-                a.server.max_frame_size.to_string(),
-                b.server.max_frame_size.to_string(),
-            ),
-            (
-                "server.max_connections",
-                a.server.max_connections.to_string(),
-                b.server.max_connections.to_string(),
-            ),
-            (
-                "server.backlog",
-                a.server.backlog.to_string(),
-                b.server.backlog.to_string(),
-            ),
-            (
-                "server.idle_timeout_secs",
-                secs(Some(a.server.idle_timeout)),
-                secs(Some(b.server.idle_timeout)),
-            ),
-            (
-                "server.shutdown_timeout_secs",
-                secs(Some(a.server.shutdown_timeout)),
-                secs(Some(b.server.shutdown_timeout)),
-            ),
-            (
-                "server.message",
-                format!("{:?}", a.server.message),
-                format!("{:?}", b.server.message),
-            ),
-            (
-                "log.level",
-                format!("{:?}", a.log.level),
-                format!("{:?}", b.log.level),
-            ),
-            (
-                "log.format",
-                format!("{:?}", a.log.format),
-                format!("{:?}", b.log.format),
-            ),
-            (
-                "reload.watch",
-                a.reload.watch.to_string(),
-                b.reload.watch.to_string(),
-            ),
-            (
-                "reload.debounce_ms",
-                a.reload.debounce.as_millis().to_string(),
-                b.reload.debounce.as_millis().to_string(),
-            ),
-            ("reload.poll_secs", secs(a.reload.poll), secs(b.reload.poll)),
-        ];
-        pairs
-            .into_iter()
-            .filter(|(_, old, new)| old != new)
-            .map(|(key, old, new)| format!("{key} ({old} → {new})"))
-            .collect()
+        let mut changes = Vec::new();
+        let mut compare = |key: &str, value: &dyn Fn(&Config) -> String| {
+            let (old, new) = (value(self), value(new));
+            if old != new {
+                changes.push(format!("{key} ({old} → {new})"));
+            }
+        };
+        compare("server.listen", &|c| c.server.listen.to_string());
+        compare("server.max_frame_size", &|c| {
+            c.server.max_frame_size.to_string()
+        });
+        compare("server.max_connections", &|c| {
+            c.server.max_connections.to_string()
+        });
+        compare("server.backlog", &|c| c.server.backlog.to_string());
+        compare("server.idle_timeout_secs", &|c| secs(c.server.idle_timeout));
+        compare("server.shutdown_timeout_secs", &|c| {
+            secs(c.server.shutdown_timeout)
+        });
+        compare("server.message", &|c| format!("{:?}", c.server.message));
+        compare("log.level", &|c| format!("{:?}", c.log.level));
+        compare("log.format", &|c| format!("{:?}", c.log.format));
+        compare("reload.watch", &|c| c.reload.watch.to_string());
+        compare("reload.debounce_ms", &|c| {
+            c.reload.debounce.as_millis().to_string()
+        });
+        compare("reload.poll_secs", &|c| {
+            c.reload.poll.map_or("0".into(), secs)
+        });
+        changes
     }
+}
+
+/// Whole seconds, as the `_secs` settings are written.
+fn secs(d: Duration) -> String {
+    d.as_secs().to_string()
 }
 
 /// Validated `[reload]`.

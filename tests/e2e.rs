@@ -8,6 +8,7 @@
 #[allow(dead_code)]
 mod agent;
 #[path = "common/haproxy.rs"]
+#[macro_use]
 mod haproxy;
 
 use std::time::Duration;
@@ -263,19 +264,6 @@ async fn rules_decide(v: Version) {
         assert_verdict(&r, 200, "allow", "none", "", || ctx(&r));
         assert_eq!(r.guard("dry-run"), "shadow", "{}", ctx(&r));
     }
-}
-
-macro_rules! on_both_versions {
-    ($($name:ident),* $(,)?) => {
-        mod haproxy_2_6 {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Version::V2_6).await })*
-        }
-        mod haproxy_3_2 {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Version::V3_2).await })*
-        }
-    };
 }
 
 on_both_versions!(

@@ -27,6 +27,7 @@ mod agent;
 #[path = "common/configmap.rs"]
 mod configmap;
 #[path = "common/haproxy.rs"]
+#[macro_use]
 mod haproxy;
 
 use std::path::Path;
@@ -594,19 +595,6 @@ async fn each_kind_of_change_is_picked_up_within_a_second(v: Version) {
         v.label(),
         report.join(", ")
     );
-}
-
-macro_rules! on_both_versions {
-    ($($name:ident),* $(,)?) => {
-        mod haproxy_2_6 {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Version::V2_6).await })*
-        }
-        mod haproxy_3_2 {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Version::V3_2).await })*
-        }
-    };
 }
 
 on_both_versions!(

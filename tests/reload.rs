@@ -140,25 +140,23 @@ impl Live {
 
     /// Waits until the applied-reload counter reaches `n`.
     async fn until_applied(&self, n: u64) {
-        let started = Instant::now();
-        while self.applied() < n {
-            assert!(
-                started.elapsed() < DEADLINE,
-                "{} reloads applied, want {n}",
-                self.applied()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.until_count("applied", n, |m| &m.reloads_applied_total)
+            .await;
     }
 
     /// Waits until the failed-reload counter reaches `n`.
     async fn until_failed(&self, n: u64) {
+        self.until_count("failed", n, |m| &m.reloads_failed_total)
+            .await;
+    }
+
+    async fn until_count(&self, what: &str, n: u64, counter: impl Fn(&Metrics) -> &AtomicU64) {
         let started = Instant::now();
-        while self.failed() < n {
+        while self.count(&counter) < n {
             assert!(
                 started.elapsed() < DEADLINE,
-                "{} reloads failed, want {n}",
-                self.failed()
+                "{} reloads {what}, want {n}",
+                self.count(&counter)
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

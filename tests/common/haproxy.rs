@@ -791,3 +791,20 @@ pub fn check_config(binary: &Path, cfg: &Path) -> Result<String, String> {
         Err(text)
     }
 }
+
+/// Defines, for each named `async fn(Version)`, one test per HAProxy version
+/// (`haproxy_2_6::name` and `haproxy_3_2::name`). The test file must have `Version` in
+/// scope.
+#[allow(unused_macros)]
+macro_rules! on_both_versions {
+    ($($name:ident),* $(,)?) => {
+        mod haproxy_2_6 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Version::V2_6).await })*
+        }
+        mod haproxy_3_2 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Version::V3_2).await })*
+        }
+    };
+}
