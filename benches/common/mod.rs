@@ -53,3 +53,107 @@ pub fn lines(path: &Path) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// Writes `n` random IPv4 CIDRs, prefix lengths uniform in `prefixes`, one per line, to
+/// `path`. With /16 to /32 the CIDRs cover about 80 % of the IPv4 space; with /24 to /32
+/// about 1 %, closer to real block lists (mostly single addresses and /24s).
+pub fn write_random_ipv4_list(
+    path: &Path,
+    n: usize,
+    prefixes: std::ops::RangeInclusive<u8>,
+    seed: u64,
+) {
+    let mut rng = SplitMix64(seed);
+    let (lo, hi) = (*prefixes.start(), *prefixes.end());
+    let mut text = String::with_capacity(n * 18);
+    for _ in 0..n {
+        let addr = rng.ipv4();
+        let prefix = u64::from(lo) + rng.below(u64::from(hi - lo) + 1);
+        text.push_str(&format!("{addr}/{prefix}\n"));
+    }
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+}
+
+/// The first address of every `step`-th range of a gzipped ip-location-db ASN table
+/// (`start,end,asn,org` lines), for drawing realistic, routed source addresses.
+pub fn asn_range_starts<T: std::str::FromStr>(table: &Path, step: usize) -> Vec<T> {
+    let gz = std::fs::read(table).unwrap_or_else(|e| panic!("{}: {e}", table.display()));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+        .unwrap_or_else(|e| panic!("{}: {e}", table.display()));
+    text.lines()
+        .step_by(step)
+        .filter_map(|line| line.split(',').next()?.parse().ok())
+        .collect()
+}
+
+/// CPU time of the whole machine and of this process, to tell how busy other processes
+/// kept the CPUs while something was measured (Linux `/proc`; zeros elsewhere).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTimes {
+    /// Ticks spent busy by all CPUs (user, nice, system, irq, softirq).
+    busy: u64,
+    /// Ticks stolen by the hypervisor.
+    steal: u64,
+    /// Ticks of this process (user + system).
+    own: u64,
+    at: Option<std::time::Instant>,
+}
+
+impl CpuTimes {
+    pub fn now() -> CpuTimes {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        let field = |i: usize| cpu.get(i).copied().unwrap_or(0);
+        let own_stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let after = own_stat.rsplit(')').next().unwrap_or_default();
+        let own: Vec<u64> = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        CpuTimes {
+            busy: field(0) + field(1) + field(2) + field(5) + field(6),
+            steal: field(7),
+            own: own.iter().sum(),
+            at: Some(std::time::Instant::now()),
+        }
+    }
+
+    /// Since `earlier`: the share of all CPUs that other processes used, the share
+    /// stolen by the hypervisor, and the share this process used, each in percent.
+    pub fn since(&self, earlier: &CpuTimes) -> CpuShares {
+        let ticks_per_sec = 100.0; // USER_HZ on Linux
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let secs = match (self.at, earlier.at) {
+            (Some(a), Some(b)) => a.duration_since(b).as_secs_f64(),
+            _ => 0.0,
+        };
+        let capacity = (secs * ticks_per_sec * cpus).max(1.0);
+        let pct = |ticks: u64| 100.0 * ticks as f64 / capacity;
+        let busy = self.busy.saturating_sub(earlier.busy);
+        let own = self.own.saturating_sub(earlier.own);
+        CpuShares {
+            others: pct(busy.saturating_sub(own)),
+            steal: pct(self.steal.saturating_sub(earlier.steal)),
+            own: pct(own),
+        }
+    }
+}
+
+/// See [`CpuTimes::since`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuShares {
+    pub others: f64,
+    pub steal: f64,
+    pub own: f64,
+}
