@@ -48,6 +48,17 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[reload]`: how rule changes are noticed (restart to change).
     pub reload: ReloadSettings,
+    /// `[metrics]`: the operations HTTP listener (restart to change).
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `"127.0.0.1:9464"`: serve `/metrics`, `/healthz`, `/readyz` and `/top` there.
+    /// Absent: no HTTP listener.
+    pub listen: Option<String>,
 }
 
 /// `[server]`.
@@ -219,6 +230,9 @@ pub struct LogSettings {
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// At most this many denied requests are logged per second (one line each, with
+    /// source, ASN, reason and rule); the rest are counted. 0 logs none.
+    pub deny_lines_per_second: u32,
 }
 
 impl Default for LogSettings {
@@ -226,6 +240,7 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
+            deny_lines_per_second: 10,
         }
     }
 }
@@ -296,6 +311,8 @@ pub struct Config {
     pub log: LogSettings,
     /// How rule changes are noticed.
     pub reload: ReloadConfig,
+    /// The operations HTTP listener, if any.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -333,6 +350,9 @@ impl Config {
         compare("server.message", &|c| format!("{:?}", c.server.message));
         compare("log.level", &|c| format!("{:?}", c.log.level));
         compare("log.format", &|c| format!("{:?}", c.log.format));
+        compare("log.deny_lines_per_second", &|c| {
+            c.log.deny_lines_per_second.to_string()
+        });
         compare("reload.watch", &|c| c.reload.watch.to_string());
         compare("reload.debounce_ms", &|c| {
             c.reload.debounce.as_millis().to_string()
@@ -605,6 +625,12 @@ impl Settings {
         let rules = validate_rules(self.lists, self.asn, self.user_agent, self.limit, &base)
             .map_err(error)?;
         check_log_level(&self.log.level).map_err(|m| error(format!("log.level: {m}")))?;
+        if self.log.deny_lines_per_second > 1000 {
+            return Err(error(format!(
+                "log.deny_lines_per_second: {} is more than 1000; the point is to bound the log",
+                self.log.deny_lines_per_second
+            )));
+        }
         let r = self.reload;
         if r.debounce_ms > 60_000 {
             return Err(error(format!(
@@ -617,12 +643,28 @@ impl Settings {
             debounce: Duration::from_millis(r.debounce_ms),
             poll: (r.poll_secs > 0).then(|| Duration::from_secs(r.poll_secs)),
         };
+        let metrics_listen = match &self.metrics.listen {
+            None => None,
+            Some(text) => Some(text.trim().parse::<SocketAddr>().map_err(|_| {
+                error(format!(
+                    "metrics.listen: {text:?} is not an address:port (\"127.0.0.1:9464\", \"[::1]:9464\")"
+                ))
+            })?),
+        };
+        if let (Some(metrics), Listen::Tcp(spop)) = (metrics_listen, &server.listen) {
+            if metrics == *spop {
+                return Err(error(format!(
+                    "metrics.listen: {metrics} is also server.listen; use another port"
+                )));
+            }
+        }
         Ok(Config {
             path: path.to_path_buf(),
             server,
             rules,
             log: self.log,
             reload,
+            metrics_listen,
         })
     }
 }
@@ -985,6 +1027,11 @@ dry_run = true
             ("[server]\nmax_connections = 0\n", "server.max_connections"),
             ("[log]\nlevel = \"loud!!\"\n", "log.level"),
             ("[reload]\ndebounce_ms = 600000\n", "reload.debounce_ms"),
+            ("[metrics]\nlisten = \"localhost\"\n", "metrics.listen"),
+            (
+                "[metrics]\nlisten = \"127.0.0.1:12345\"\n",
+                "metrics.listen",
+            ),
         ] {
             let err = validate(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

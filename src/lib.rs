@@ -44,6 +44,7 @@
     clippy::cast_possible_truncation
 )]
 
+pub mod admin;
 pub mod config;
 pub mod engine;
 pub mod limits;

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use bytes::Bytes;
+use spoa_guard::admin::Admin;
 use spoa_guard::config::{Config, LogFormat, LogSettings};
 use spoa_guard::engine::{canonical, Engine, Request, Summary};
 use spoa_guard::reload::{Reloader, Stamps};
@@ -285,9 +286,26 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         let listener = Listener::bind(&config.server.listen, config.server.backlog)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         info!(listen = %config.server.listen, version = env!("CARGO_PKG_VERSION"), "spoa-guard listening");
-        let shared = Arc::new(Shared::new(engine, &config.server));
+        let shared = Arc::new(
+            Shared::new(engine, &config.server).with_deny_log(config.log.deny_lines_per_second),
+        );
         let shutdown = CancellationToken::new();
         let force_reload = Arc::new(Notify::new());
+        if let Some(addr) = config.metrics_listen {
+            let listener = spoa_guard::admin::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?;
+            let admin = Admin::new(shared.clone());
+            admin.set_ready(true);
+            info!(listen = %addr, "metrics, health and traffic insight on http://{addr}/");
+            // Served until the process exits: /readyz answers 503 while connections drain.
+            tokio::spawn(spoa_guard::admin::serve(listener, admin.clone(), CancellationToken::new()));
+            let stopping = shutdown.clone();
+            tokio::spawn(async move {
+                stopping.cancelled().await;
+                admin.set_ready(false);
+            });
+        }
         let reloader = Reloader::new(config.clone(), stamps, shared.clone());
         info!(dirs = ?reloader.watched_dirs(), "watching rule files");
         tokio::spawn(reloader.run(force_reload.clone(), shutdown.clone()));

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use agent::{capture, guard_check, ipv4, ipv6, Agent, Raw};
 use bytes::Bytes;
+use spoa_guard::engine::Decision;
 use spoa_guard::metrics::Metrics;
 use spoa_guard::spop::client::Client;
 use spoa_guard::spop::hello::haproxy_hello;
@@ -154,8 +155,8 @@ async fn decisions_follow_the_lists() {
         };
         assert_eq!(var(&vars, "status"), status, "{src:?}");
     }
-    assert_eq!(Metrics::get(&agent.shared.metrics.denied_total), 5);
-    assert_eq!(Metrics::get(&agent.shared.metrics.allowed_total), 3);
+    assert_eq!(agent.shared.metrics.decided(Decision::Deny), 5);
+    assert_eq!(agent.shared.metrics.decided(Decision::Allow), 3);
 }
 
 #[tokio::test]
@@ -323,10 +324,7 @@ async fn protocol_errors_disconnect_with_their_status() {
         assert!(message.len() <= 255);
         assert!(raw.closed().await, "closed after {bytes:02x?}");
     }
-    assert_eq!(
-        Metrics::get(&agent.shared.metrics.protocol_errors_total),
-        13
-    );
+    assert_eq!(agent.shared.metrics.protocol_errors(), 13);
 }
 
 fn frame_bytes(frame: Frame) -> Vec<u8> {
@@ -374,7 +372,7 @@ async fn haproxy_disconnect_is_answered_with_status_0() {
         assert_eq!(disconnect(raw.recv().await).0, Status::NORMAL);
         assert!(raw.closed().await);
     }
-    assert_eq!(Metrics::get(&agent.shared.metrics.protocol_errors_total), 0);
+    assert_eq!(agent.shared.metrics.protocol_errors(), 0);
 }
 
 #[tokio::test]
@@ -388,7 +386,7 @@ async fn peer_reset_is_a_normal_close() {
         .unwrap();
     drop(stream);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(Metrics::get(&agent.shared.metrics.protocol_errors_total), 0);
+    assert_eq!(agent.shared.metrics.protocol_errors(), 0);
     assert_eq!(Metrics::get(&agent.shared.metrics.connections_active), 0);
 }
 

@@ -33,7 +33,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 pub use crate::request::{canonical, Request};
-pub use verdict::{Decision, Reason, Verdict, STATUS_FORBIDDEN, STATUS_TOO_MANY_REQUESTS};
+pub use verdict::{Decision, DryRun, Reason, Verdict, STATUS_FORBIDDEN, STATUS_TOO_MANY_REQUESTS};
 
 use crate::config::{RuleAction, RulesConfig};
 use crate::limits::{Limits, Take};
@@ -165,8 +165,8 @@ impl Engine {
             None if rules.asn_db.is_empty() => format!("source {src} (no ASN database loaded)"),
             None => format!("source {src} is not in the ASN database"),
         });
-        let mut dry_run: Option<Bytes> = None;
-        let finish = |mut verdict: Verdict, dry_run: Option<Bytes>| {
+        let mut dry_run: Option<DryRun> = None;
+        let finish = |mut verdict: Verdict, dry_run: Option<DryRun>| {
             verdict.asn = asn;
             verdict.dry_run = dry_run;
             verdict
@@ -203,7 +203,7 @@ impl Engine {
                     text(name)
                 )
             });
-            dry_run.get_or_insert_with(|| name.clone());
+            dry_run.get_or_insert_with(|| DryRun::new(Reason::Blocklist, name.clone()));
         }
         if let Some(name) = rules.block.lookup_rule(src) {
             out.note(|| format!("blocklist: {} matches → deny", text(name)));
@@ -220,7 +220,7 @@ impl Engine {
                 let name = Bytes::from(format!("AS{asn}"));
                 if rules.asn_dry_run {
                     out.note(|| format!("asn: AS{asn} is blocked, dry run (would deny)"));
-                    dry_run.get_or_insert(name);
+                    dry_run.get_or_insert(DryRun::new(Reason::Asn, name));
                 } else {
                     out.note(|| format!("asn: AS{asn} is blocked → deny"));
                     return finish(Verdict::new(Decision::Deny, Reason::Asn, name), dry_run);
@@ -246,7 +246,7 @@ impl Engine {
                             rule.describe()
                         )
                     });
-                    dry_run.get_or_insert_with(|| name.clone());
+                    dry_run.get_or_insert_with(|| DryRun::new(Reason::UserAgent, name.clone()));
                 }
                 (RuleAction::Allow, true) => {
                     out.note(|| {
@@ -328,7 +328,7 @@ impl Engine {
             };
             let seconds = retry_seconds(retry_after);
             if limit.dry_run() {
-                dry_run.get_or_insert_with(|| limit.name().clone());
+                dry_run.get_or_insert_with(|| DryRun::new(Reason::RateLimit, limit.name().clone()));
             } else {
                 limited = match limited {
                     None => Some((limit.name(), seconds)),
@@ -574,19 +574,22 @@ dry_run = true
         let v = e.evaluate(&request("203.0.113.5", Some("Firefox"), "/"), now);
         // 203.0.113.5 is also in blocked AS64511: the real ASN deny still happens.
         assert_eq!(outcome(&v), (Decision::Deny, Reason::Asn, "AS64511".into()));
-        assert_eq!(v.dry_run.as_deref(), Some(&b"new-drop"[..]));
+        assert_eq!(
+            v.dry_run.as_ref().map(|d| &d.rule[..]),
+            Some(&b"new-drop"[..])
+        );
         // Dry-run UA rule: evaluation continues to the next rules.
         let v = e.evaluate(&request("192.0.2.1", Some("new-scanner/0.1"), "/"), now);
         assert_eq!(
             outcome(&v),
             (Decision::Deny, Reason::UserAgent, "scanners".into())
         );
-        assert_eq!(v.dry_run.as_deref(), Some(&b"probe"[..]));
+        assert_eq!(v.dry_run.as_ref().map(|d| &d.rule[..]), Some(&b"probe"[..]));
         let v = e.evaluate(
             &request("192.0.2.2", Some("New-Scanner/0.1 Firefox"), "/x"),
             now,
         );
-        assert_eq!(v.dry_run.as_deref(), Some(&b"probe"[..]));
+        assert_eq!(v.dry_run.as_ref().map(|d| &d.rule[..]), Some(&b"probe"[..]));
     }
 
     #[test]
@@ -603,7 +606,10 @@ dry_run = true
         assert_eq!(first.dry_run, None);
         let second = e.evaluate(&login, now);
         assert_eq!(second.decision, Decision::Allow);
-        assert_eq!(second.dry_run.as_deref(), Some(&b"login-shadow"[..]));
+        assert_eq!(
+            second.dry_run.as_ref().map(|d| &d.rule[..]),
+            Some(&b"login-shadow"[..])
+        );
         let third = e.evaluate(&login, now);
         assert_eq!(
             outcome(&third),

@@ -25,7 +25,7 @@ impl Decision {
 }
 
 /// Which evaluation step decided (design.md "Evaluation order").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
     /// The source is in an allow list.
     Allowlist,
@@ -70,7 +70,23 @@ pub struct Verdict {
     /// The source's autonomous system, when a database is loaded and knows the address.
     pub asn: Option<u32>,
     /// The first dry-run rule that would have denied, if any.
-    pub dry_run: Option<Bytes>,
+    pub dry_run: Option<DryRun>,
+}
+
+/// A dry-run rule that would have denied: reported, counted, never enforced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DryRun {
+    /// The step it belongs to.
+    pub reason: Reason,
+    /// Its name, as `txn.guard.dry_run` reports it.
+    pub rule: Bytes,
+}
+
+impl DryRun {
+    /// The dry-run rule `rule` of step `reason`.
+    pub fn new(reason: Reason, rule: Bytes) -> Self {
+        Self { reason, rule }
+    }
 }
 
 /// HTTP status suggested for a deny by a list, ASN or user-agent rule.
@@ -142,8 +158,11 @@ impl Verdict {
         if let Some(asn) = self.asn {
             actions.push(Action::set_txn("asn", TypedData::Uint32(asn)));
         }
-        if let Some(name) = &self.dry_run {
-            actions.push(Action::set_txn("dry_run", TypedData::String(name.clone())));
+        if let Some(dry) = &self.dry_run {
+            actions.push(Action::set_txn(
+                "dry_run",
+                TypedData::String(dry.rule.clone()),
+            ));
         }
         actions
     }
@@ -203,7 +222,10 @@ mod tests {
         );
         v.retry_after = Some(7);
         v.asn = Some(64496);
-        v.dry_run = Some(Bytes::from_static(b"new-bots"));
+        v.dry_run = Some(DryRun::new(
+            Reason::UserAgent,
+            Bytes::from_static(b"new-bots"),
+        ));
         let got = names(&v.actions());
         let by_name = |n: &str| {
             got.iter()

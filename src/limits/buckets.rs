@@ -43,7 +43,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,8 @@ pub(crate) struct Buckets {
     /// Keys stored over all shards; may run ahead of the maps by one per thread while
     /// an insert is being refused, never behind.
     count: AtomicUsize,
+    /// Takes refused a key because of the cap ([`Take::Untracked`]), for the metrics.
+    untracked: AtomicU64,
     /// The maps, by bits `SHARD_SHIFT..` of the hashed key.
     shards: Box<[Shard]>,
     /// Time origin of every `tat`.
@@ -149,6 +151,7 @@ impl Buckets {
             tau,
             max_keys,
             count: AtomicUsize::new(0),
+            untracked: AtomicU64::new(0),
             shards: (0..1_usize << SHARD_BITS)
                 .map(|_| Shard::default())
                 .collect(),
@@ -166,7 +169,7 @@ impl Buckets {
     pub(crate) fn take(&self, key: u64, now: Instant) -> Take {
         let now = self.nanos(now);
         let Some(mut map) = self.shard(key) else {
-            return Take::Untracked;
+            return self.untracked();
         };
         if let Some(tat) = map.get_mut(&key) {
             let start = (*tat).max(now);
@@ -182,14 +185,25 @@ impl Buckets {
         // A new key: a full bucket, so the take is allowed if the key can be stored.
         // The load keeps the counter's cache line shared while a flood holds the cap.
         if self.count.load(Ordering::Relaxed) >= self.max_keys {
-            return Take::Untracked;
+            return self.untracked();
         }
         if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_keys {
             self.count.fetch_sub(1, Ordering::Relaxed);
-            return Take::Untracked;
+            return self.untracked();
         }
         map.insert(key, now.saturating_add(self.t));
         Take::Allowed
+    }
+
+    /// Counts a refused key and says so.
+    fn untracked(&self) -> Take {
+        self.untracked.fetch_add(1, Ordering::Relaxed);
+        Take::Untracked
+    }
+
+    /// Takes refused a key because of the cap so far.
+    pub(crate) fn untracked_count(&self) -> u64 {
+        self.untracked.load(Ordering::Relaxed)
     }
 
     /// Drops the keys whose bucket is full at `now` (they behave as absent), and gives

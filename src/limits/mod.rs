@@ -31,8 +31,8 @@
 //!
 //! A tracked key costs about 37 bytes (a 64-bit key hash and a 64-bit time in a hash
 //! table). Each limit holds at most `max_keys` keys: at the cap, a request with a new key
-//! is [`Take::Untracked`], not limited (fail open, as the rest of the agent) and counted by
-//! the caller, while already tracked keys keep being limited. [`Limits::retain_recent`],
+//! is [`Take::Untracked`], not limited (fail open, as the rest of the agent) and counted
+//! ([`Limit::untracked`], exposed as a metric), while already tracked keys keep being limited. [`Limits::retain_recent`],
 //! called periodically, drops the keys whose bucket has refilled completely, which is
 //! exactly the state of a key never seen; so a flood of millions of one-shot sources
 //! occupies at most `max_keys` keys, and for no longer than `burst / rate` after its
@@ -268,6 +268,12 @@ impl Limit {
     /// Keys tracked by this limit.
     pub fn key_count(&self) -> usize {
         self.buckets.key_count()
+    }
+
+    /// Requests not limited because the key cap was reached, since these buckets were
+    /// created (they carry over reloads with the buckets).
+    pub fn untracked(&self) -> u64 {
+        self.buckets.untracked_count()
     }
 
     /// The limit in words, for `eval`: `key src+path, 1/s burst 5, POST /login*`.

@@ -21,13 +21,15 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, field, info_span, trace, warn, Instrument};
+use tracing::{debug, field, info, info_span, trace, warn, Instrument};
 
 use super::Shared;
-use crate::engine::{Decision, Request};
+use crate::engine::{Decision, Request, Verdict};
 use crate::metrics::Metrics;
 use crate::spop::hello::negotiate;
-use crate::spop::{Action, Disconnect, Error, Frame, Message, Payload, SpopCodec, Status};
+use crate::spop::{
+    Action, Disconnect, Error, Frame, FrameType, Message, Payload, SpopCodec, Status,
+};
 
 /// How long to keep reading (and discarding) after our DISCONNECT, so that unread input
 /// does not turn our close into a reset that could destroy the DISCONNECT in flight.
@@ -94,7 +96,11 @@ struct Connection<'a, S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
         // Hello: only HAPROXY-HELLO (or HAPROXY-DISCONNECT) is valid.
-        let hello = match self.next(shutdown).await {
+        let first = self.next(shutdown).await;
+        if let Next::Frame(frame) = &first {
+            self.shared.metrics.frame(frame.payload.frame_type());
+        }
+        let hello = match first {
             Next::Frame(Frame {
                 payload: Payload::HaproxyHello(kv),
                 ..
@@ -122,6 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if let Err(err) = self.framed.send(negotiated.agent_hello()).await {
             return Ending::Protocol(err);
         }
+        self.shared.metrics.frame(FrameType::AgentHello);
         if negotiated.healthcheck {
             Metrics::inc(&self.shared.metrics.healthchecks_total);
             return Ending::Healthcheck;
@@ -185,6 +192,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     /// Handles one frame in the Serving state; `Err` ends the session.
     async fn handle(&mut self, frame: Frame) -> Result<(), Ending> {
+        self.shared.metrics.frame(frame.payload.frame_type());
         match frame.payload {
             Payload::Notify(messages) => {
                 let actions = self.evaluate(&messages);
@@ -195,6 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     "ACK"
                 );
                 let ack = Frame::new(frame.stream_id, frame.frame_id, Payload::Ack(actions));
+                self.shared.metrics.frame(FrameType::Ack);
                 self.framed
                     .feed(ack)
                     .await
@@ -217,7 +226,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     fn evaluate(&self, messages: &[Message]) -> Vec<Action> {
         let shared = self.shared;
         let metrics = &shared.metrics;
-        Metrics::inc(&metrics.notify_total);
         let Some(message) = messages.iter().find(|m| m.name == shared.settings.message) else {
             Metrics::inc(&metrics.unknown_message_total);
             return Vec::new();
@@ -235,9 +243,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         }
         let verdict = shared.engine.load().evaluate(&request, now);
-        match verdict.decision {
-            Decision::Allow => Metrics::inc(&metrics.allowed_total),
-            Decision::Deny => Metrics::inc(&metrics.denied_total),
+        metrics.evaluation.observe(now.elapsed());
+        metrics.verdict(&verdict);
+        if let (Decision::Deny, Some(log)) = (verdict.decision, &shared.deny_log) {
+            match log.check(now) {
+                Some(suppressed) => log_deny(&request, &verdict, suppressed),
+                None => Metrics::inc(&metrics.deny_logs_suppressed_total),
+            }
         }
         verdict.actions()
     }
@@ -286,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 return;
             }
             Ending::Protocol(err) => {
-                Metrics::inc(&self.shared.metrics.protocol_errors_total);
+                self.shared.metrics.protocol_error(&err);
                 warn!(error = %err, kind = err.kind(), status = err.status().0, "protocol error; disconnecting");
                 Disconnect {
                     status: err.status(),
@@ -295,6 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         };
         let frame = Frame::new(0, 0, Payload::AgentDisconnect(disconnect));
+        self.shared.metrics.frame(FrameType::AgentDisconnect);
         if self.framed.send(frame).await.is_err() || self.framed.close().await.is_err() {
             return;
         }
@@ -322,6 +335,34 @@ impl Drop for Gauge<'_> {
     fn drop(&mut self) {
         Metrics::dec(self.0);
     }
+}
+
+/// Longest request field written in a deny log line, in bytes.
+const LOGGED_FIELD_MAX: usize = 256;
+
+/// One log line for a denied request: who, what and why. `suppressed` denies were not
+/// logged since the previous line ([`crate::config::LogSettings::deny_lines_per_second`]).
+fn log_deny(request: &Request<'_>, verdict: &Verdict, suppressed: u64) {
+    let field = |value: Option<&[u8]>| -> String {
+        value.map_or_else(String::new, |v| {
+            let cut = v.get(..LOGGED_FIELD_MAX).unwrap_or(v);
+            String::from_utf8_lossy(cut).into_owned()
+        })
+    };
+    info!(
+        target: "spoa_guard::deny",
+        src = %request.src.map_or_else(String::new, |s| s.to_string()),
+        asn = verdict.asn.unwrap_or(0),
+        reason = verdict.reason.as_str(),
+        rule = %String::from_utf8_lossy(&verdict.rule),
+        status = verdict.status().unwrap_or(0),
+        method = %field(request.method),
+        host = %field(request.host),
+        path = %field(request.path),
+        ua = %field(request.ua),
+        suppressed,
+        "denied"
+    );
 }
 
 #[cfg(test)]

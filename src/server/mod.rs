@@ -46,6 +46,8 @@ pub struct Shared {
     pub settings: ConnSettings,
     /// Keeps the "bad src" warning to one line per interval.
     invalid_src_log: LogThrottle,
+    /// Paces deny log lines; `None`: denies are not logged.
+    pub deny_log: Option<LogThrottle>,
 }
 
 impl Shared {
@@ -65,7 +67,16 @@ impl Shared {
                 message: Bytes::from(config.message.clone().into_bytes()),
             },
             invalid_src_log: LogThrottle::new(Duration::from_secs(10)),
+            deny_log: None,
         }
+    }
+
+    /// Logs at most `per_second` denied requests a second (0: none).
+    #[must_use]
+    pub fn with_deny_log(mut self, per_second: u32) -> Self {
+        self.deny_log =
+            (per_second > 0).then(|| LogThrottle::new(Duration::from_secs(1) / per_second));
+        self
     }
 }
 

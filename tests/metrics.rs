@@ -1,0 +1,265 @@
+//! The operations endpoint of a real in-process agent: `/metrics` counts exactly what was
+//! sent, with the right labels and never a label taken from a request; it keeps
+//! answering while SPOP traffic flows; `/healthz` and `/readyz` say what they should.
+
+#[path = "common/agent.rs"]
+#[allow(dead_code)]
+mod agent;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent::{arg, guard_check, ipv4, Agent};
+use bytes::Bytes;
+use spoa_guard::admin::{self, Admin};
+use spoa_guard::spop::client::Client;
+use spoa_guard::spop::{Message, TypedData};
+use tokio_util::sync::CancellationToken;
+
+/// An agent with its operations endpoint on a free loopback port.
+struct Ops {
+    agent: Agent,
+    admin: Arc<Admin>,
+    url: String,
+}
+
+async fn start() -> Ops {
+    let agent = Agent::start().await;
+    let listener = admin::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let admin = Admin::new(agent.shared.clone());
+    admin.set_ready(true);
+    tokio::spawn(admin::serve(
+        listener,
+        admin.clone(),
+        CancellationToken::new(),
+    ));
+    Ops {
+        agent,
+        admin,
+        url: format!("http://{addr}"),
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// `name{labels}` → value, for every sample of an exposition.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap();
+            (series.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+async fn scrape(ops: &Ops) -> BTreeMap<String, f64> {
+    let (status, text) = get(&format!("{}/metrics", ops.url)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    samples(&text)
+}
+
+fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no {series} in\n{samples:#?}"))
+}
+
+/// A guard-check whose request fields carry strings that must never become labels.
+fn hostile(src: &str, n: usize) -> Message {
+    let mut message = guard_check(ipv4(src));
+    message.args = vec![
+        arg("src", ipv4(src)),
+        arg("method", TypedData::str("GET")),
+        arg(
+            "path",
+            TypedData::String(Bytes::from(format!("/LABEL-PATH-{n}\"}} 1"))),
+        ),
+        arg("host", TypedData::str("LABEL-HOST.example")),
+        arg("ua", TypedData::str("LABEL-UA/1.0")),
+    ];
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_move_by_exactly_what_was_sent() {
+    let ops = start().await;
+    let before = scrape(&ops).await;
+    let mut client = Client::connect(ops.agent.addr).await.unwrap();
+    // 5 denied by the block list (rule "blocklist"), 3 allowed by nothing, 2 by the
+    // allow list (rule "allow").
+    let sources = [("127.0.0.66", 5), ("127.0.0.1", 3), ("127.0.0.77", 2)];
+    let mut n = 0;
+    for (src, count) in sources {
+        for _ in 0..count {
+            n += 1;
+            client
+                .notify(1, n, vec![hostile(src, n as usize)])
+                .await
+                .unwrap();
+        }
+    }
+    let after = scrape(&ops).await;
+    let delta = |series: &str| value(&after, series) - before.get(series).copied().unwrap_or(0.0);
+    assert_eq!(
+        delta(r#"spoa_guard_decisions_total{action="deny",reason="blocklist"}"#),
+        5.0
+    );
+    assert_eq!(
+        delta(r#"spoa_guard_decisions_total{action="allow",reason="none"}"#),
+        3.0
+    );
+    assert_eq!(
+        delta(r#"spoa_guard_decisions_total{action="allow",reason="allowlist"}"#),
+        2.0
+    );
+    assert_eq!(
+        delta(r#"spoa_guard_rule_hits_total{reason="blocklist",rule="blocklist",mode="enforce"}"#),
+        5.0
+    );
+    assert_eq!(
+        delta(r#"spoa_guard_rule_hits_total{reason="allowlist",rule="allow",mode="enforce"}"#),
+        2.0
+    );
+    assert_eq!(delta(r#"spoa_guard_frames_total{type="notify"}"#), 10.0);
+    assert_eq!(delta(r#"spoa_guard_frames_total{type="ack"}"#), 10.0);
+    assert_eq!(
+        delta(r#"spoa_guard_frames_total{type="haproxy-hello"}"#),
+        1.0
+    );
+    assert_eq!(delta(r#"spoa_guard_frames_total{type="agent-hello"}"#), 1.0);
+    assert_eq!(delta("spoa_guard_evaluation_duration_seconds_count"), 10.0);
+    assert_eq!(
+        value(
+            &after,
+            r#"spoa_guard_evaluation_duration_seconds_bucket{le="+Inf"}"#
+        ),
+        value(&after, "spoa_guard_evaluation_duration_seconds_count")
+    );
+    assert_eq!(value(&after, "spoa_guard_connections_active"), 1.0);
+    assert_eq!(delta("spoa_guard_connections_total"), 1.0);
+    assert_eq!(
+        value(&after, r#"spoa_guard_rules{kind="block_entries"}"#),
+        5.0
+    );
+    assert!(value(&after, "spoa_guard_process_resident_memory_bytes") > 1e6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_label_value_comes_from_a_request() {
+    let ops = start().await;
+    let mut client = Client::connect(ops.agent.addr).await.unwrap();
+    for n in 1..=20u64 {
+        let src = if n % 2 == 0 {
+            "127.0.0.66"
+        } else {
+            "127.0.0.5"
+        };
+        client
+            .notify(1, n, vec![hostile(src, n as usize)])
+            .await
+            .unwrap();
+    }
+    let (_, text) = get(&format!("{}/metrics", ops.url)).await;
+    for needle in ["LABEL-", "127.0.0.", "example"] {
+        assert!(!text.contains(needle), "{needle:?} leaked into\n{text}");
+    }
+    // Every label value is a fixed word or a configured name.
+    let configured = ["blocklist", "allow"];
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(labels) = line.split_once('{').map(|(_, rest)| rest) else {
+            continue;
+        };
+        let labels = labels.rsplit_once('}').unwrap().0;
+        for pair in labels.split("\",") {
+            let (key, value) = pair.split_once("=\"").unwrap();
+            let value = value.trim_end_matches('"');
+            let fixed = value
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.+eInf".contains(c));
+            assert!(
+                fixed || configured.contains(&value),
+                "label {key}={value:?} in {line}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_keeps_answering_under_load() {
+    let ops = start().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for c in 0..4u64 {
+        let addr = ops.agent.addr;
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let mut client = Client::connect(addr).await.unwrap();
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                sent += 1;
+                let src = format!("127.0.{}.{}", c, sent % 250);
+                client
+                    .notify(1, sent, vec![hostile(&src, 0)])
+                    .await
+                    .unwrap();
+            }
+            sent
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let (status, text) = get(&format!("{}/metrics", ops.url)).await;
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, 200);
+        assert!(text.contains("spoa_guard_decisions_total"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut sent = 0;
+    for task in load {
+        sent += task.await.unwrap();
+    }
+    eprintln!("50 scrapes during {sent} requests; slowest {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "slowest scrape {slowest:?}"
+    );
+    let after = scrape(&ops).await;
+    assert_eq!(
+        value(&after, "spoa_guard_evaluation_duration_seconds_count"),
+        sent as f64
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_other_paths() {
+    let ops = start().await;
+    assert_eq!(
+        get(&format!("{}/healthz", ops.url)).await,
+        (200, "ok\n".into())
+    );
+    assert_eq!(get(&format!("{}/readyz", ops.url)).await.0, 200);
+    ops.admin.set_ready(false);
+    assert_eq!(get(&format!("{}/readyz", ops.url)).await.0, 503);
+    assert_eq!(get(&format!("{}/healthz", ops.url)).await.0, 200);
+    assert_eq!(get(&format!("{}/nope", ops.url)).await.0, 404);
+    let posted = reqwest::Client::new()
+        .post(format!("{}/metrics", ops.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status().as_u16(), 405);
+}
