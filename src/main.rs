@@ -25,6 +25,15 @@ use spoa_guard::reload::{Reloader, Stamps};
 use spoa_guard::server::{self, Listener, Shared};
 use spoa_guard::spop::{Arg, TypedData};
 
+/// `println!` that ignores a closed stdout (`spoa-guard check | head`) instead of
+/// panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// HAProxy SPOE agent that filters HTTP traffic: IP lists, ASNs, user agents, rate limits.
 #[derive(Debug, Parser)]
 #[command(version, about)]
@@ -115,30 +124,34 @@ fn check(path: &Path) -> ExitCode {
     };
     let elapsed = started.elapsed();
     let s = Summary::of(&engine);
-    println!("{}: OK", path.display());
-    println!("  listen:       {}", config.server.listen);
-    println!(
+    say!("{}: OK", path.display());
+    say!("  listen:       {}", config.server.listen);
+    match config.metrics_listen {
+        Some(addr) => say!("  metrics:      http://{addr}/metrics, /healthz, /readyz"),
+        None => say!("  metrics:      off ([metrics] listen not set)"),
+    }
+    say!(
         "  allow lists:  {} ({} entries)",
         config.rules.allow.len(),
         s.allow_entries
     );
-    println!(
+    say!(
         "  block lists:  {} ({} entries)",
         config.rules.block.len(),
         s.block_entries
     );
     if s.dry_run_entries > 0 {
-        println!("  dry-run lists: {} entries", s.dry_run_entries);
+        say!("  dry-run lists: {} entries", s.dry_run_entries);
     }
-    println!(
+    say!(
         "  asn:          {} ranges, {} blocked ASNs",
         s.asn_ranges, s.asn_blocked
     );
-    println!(
+    say!(
         "  user agents:  {} rules ({} patterns)",
         s.ua_rules, s.ua_patterns
     );
-    println!("  limits:       {}", s.limits);
+    say!("  limits:       {}", s.limits);
     let r = &config.reload;
     let poll = r.poll.map_or_else(
         || "no stamp poll".to_string(),
@@ -146,17 +159,17 @@ fn check(path: &Path) -> ExitCode {
     );
     if r.watch {
         let watched = config.files().len();
-        println!(
+        say!(
             "  reload:       watching {watched} files (debounce {} ms, {poll}), SIGHUP",
             r.debounce.as_millis()
         );
     } else {
-        println!("  reload:       not watching ({poll}), SIGHUP");
+        say!("  reload:       not watching ({poll}), SIGHUP");
     }
     let memory = memory_mib().map_or_else(String::new, |(rss, peak)| {
         format!(", resident memory {rss:.1} MiB (peak {peak:.1} MiB)")
     });
-    println!("  loaded in {:.0} ms{memory}", elapsed.as_secs_f64() * 1e3);
+    say!("  loaded in {:.0} ms{memory}", elapsed.as_secs_f64() * 1e3);
     ExitCode::SUCCESS
 }
 
@@ -214,7 +227,7 @@ fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
             format!("{:?}", String::from_utf8_lossy(v))
         })
     };
-    println!(
+    say!(
         "request: src={src} method={} path={} host={} ua={}",
         show(request.method),
         show(request.path),
@@ -227,16 +240,16 @@ fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
         engine.evaluate(&request, now);
     }
     if args.repeat > 1 {
-        println!(
+        say!(
             "(after {} identical requests at the same instant)",
             args.repeat - 1
         );
     }
     let (verdict, steps) = engine.explain(&request, now);
     for step in steps {
-        println!("  {step}");
+        say!("  {step}");
     }
-    println!(
+    say!(
         "decision: {} (reason {}, rule {})",
         verdict.decision.as_str(),
         verdict.reason.as_str(),
@@ -246,7 +259,7 @@ fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
             String::from_utf8_lossy(&verdict.rule)
         }
     );
-    println!("variables (with option var-prefix guard):");
+    say!("variables (with option var-prefix guard):");
     for action in verdict.actions() {
         if let spoa_guard::spop::Action::SetVar { scope, name, value } = action {
             let value = match value {
@@ -255,7 +268,7 @@ fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
                 TypedData::Uint32(v) => v.to_string(),
                 other => format!("{other:?}"),
             };
-            println!(
+            say!(
                 "  {}.guard.{:<12} = {value}",
                 scope.as_str(),
                 String::from_utf8_lossy(&name)
