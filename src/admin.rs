@@ -1,6 +1,7 @@
 //! The operations HTTP listener (`[metrics] listen`): `GET /metrics` (Prometheus),
 //! `GET /healthz` (the process answers), `GET /readyz` (rules loaded and the SPOP
-//! listener accepting; 503 otherwise, e.g. while shutting down).
+//! listener accepting; 503 otherwise, e.g. while shutting down), `GET /top` (the
+//! heaviest sources, networks, ASNs, paths, hosts and user agents, as JSON).
 //!
 //! Plain HTTP/1.1 on hyper, for scrapers and probes on a trusted network: bind it to
 //! loopback or a private address. It is bounded like the SPOP side: at most
@@ -9,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -62,12 +63,18 @@ impl Admin {
         &self.shared
     }
 
-    /// Answers one request.
-    pub fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    /// Answers one request (`query`: the URL's query string, if any).
+    pub fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
         match path {
+            "/top" => self.top(query.unwrap_or("")),
             "/metrics" => match exposition::encode(&self.registry) {
                 Ok(body) => {
                     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -89,10 +96,97 @@ impl Admin {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /metrics, /healthz, /readyz\n",
+                "not found: try /metrics, /healthz, /readyz, /top\n",
             ),
         }
     }
+}
+
+impl Admin {
+    /// `GET /top?window=1m&n=10`: the heaviest hitters as JSON ([`crate::insight::TopReport`]).
+    fn top(&self, query: &str) -> Response<Full<Bytes>> {
+        let Some(insight) = &self.shared.insight else {
+            return text(StatusCode::NOT_FOUND, "traffic insight is off\n");
+        };
+        let query = match TopQuery::parse(query, insight.max_window()) {
+            Ok(query) => query,
+            Err(message) => {
+                let mut response = text(StatusCode::BAD_REQUEST, "");
+                *response.body_mut() = Full::new(Bytes::from(format!("{message}\n")));
+                return response;
+            }
+        };
+        let report = insight.top(query.window, query.n, Instant::now());
+        match serde_json::to_vec(&report) {
+            Ok(body) => {
+                let mut response = Response::new(Full::new(Bytes::from(body)));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
+            }
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+        }
+    }
+}
+
+/// The parameters of `GET /top`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopQuery {
+    /// `window=`: `30s`, `1m`, `5m` or plain seconds; default 1 minute.
+    pub window: Duration,
+    /// `n=`: entries per dimension, 1 to 100; default 10.
+    pub n: usize,
+}
+
+impl TopQuery {
+    /// Parses a query string; windows longer than `max_window` are refused.
+    ///
+    /// # Errors
+    ///
+    /// A malformed value, or one out of range, explained.
+    pub fn parse(query: &str, max_window: Duration) -> Result<TopQuery, String> {
+        let mut top = TopQuery {
+            window: Duration::from_secs(60).min(max_window),
+            n: 10,
+        };
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "window" => {
+                    top.window = parse_window(value)
+                        .filter(|w| !w.is_zero() && *w <= max_window)
+                        .ok_or_else(|| {
+                            format!(
+                                "window={value:?}: expected 30s, 1m, 5m or seconds, up to {}s",
+                                max_window.as_secs()
+                            )
+                        })?;
+                }
+                "n" => {
+                    top.n = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=100).contains(n))
+                        .ok_or_else(|| format!("n={value:?}: expected 1 to 100"))?;
+                }
+                _ => return Err(format!("unknown parameter {key:?}: use window= and n=")),
+            }
+        }
+        Ok(top)
+    }
+}
+
+/// `30s`, `1m`, `5m`, `90` (seconds).
+pub fn parse_window(text: &str) -> Option<Duration> {
+    let (number, unit) = match text.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (text.strip_suffix('s').unwrap_or(text), 1),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .map(|n| Duration::from_secs(n.saturating_mul(unit)))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -136,7 +230,8 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
-                let response = admin.respond(request.method(), request.uri().path());
+                let uri = request.uri();
+                let response = admin.respond(request.method(), uri.path(), uri.query());
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let served = http1::Builder::new()
@@ -149,5 +244,40 @@ pub async fn serve(listener: TcpListener, admin: Arc<Admin>, shutdown: Cancellat
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_query() {
+        let max = Duration::from_secs(300);
+        let parse = |q: &str| TopQuery::parse(q, max);
+        assert_eq!(
+            parse("").unwrap(),
+            TopQuery {
+                window: Duration::from_secs(60),
+                n: 10
+            }
+        );
+        assert_eq!(
+            parse("window=5m&n=3").unwrap(),
+            TopQuery { window: max, n: 3 }
+        );
+        assert_eq!(parse("window=30s").unwrap().window, Duration::from_secs(30));
+        assert_eq!(parse("window=90").unwrap().window, Duration::from_secs(90));
+        for bad in [
+            "window=10m",
+            "window=0",
+            "window=x",
+            "n=0",
+            "n=101",
+            "n=",
+            "top=1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -50,6 +50,8 @@ pub struct Settings {
     pub reload: ReloadSettings,
     /// `[metrics]`: the operations HTTP listener (restart to change).
     pub metrics: MetricsSettings,
+    /// `[insight]`: the traffic-insight windows behind `/top` (restart to change).
+    pub insight: crate::insight::InsightConfig,
 }
 
 /// `[metrics]`.
@@ -313,6 +315,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// The operations HTTP listener, if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// Traffic-insight settings.
+    pub insight: crate::insight::InsightConfig,
 }
 
 impl Config {
@@ -360,6 +364,10 @@ impl Config {
         compare("reload.poll_secs", &|c| {
             c.reload.poll.map_or("0".into(), secs)
         });
+        compare("metrics.listen", &|c| {
+            c.metrics_listen.map_or("none".into(), |a| a.to_string())
+        });
+        compare("insight", &|c| format!("{:?}", c.insight));
         changes
     }
 }
@@ -658,6 +666,9 @@ impl Settings {
                 )));
             }
         }
+        self.insight
+            .validate()
+            .map_err(|m| error(format!("insight: {m}")))?;
         Ok(Config {
             path: path.to_path_buf(),
             server,
@@ -665,6 +676,7 @@ impl Settings {
             log: self.log,
             reload,
             metrics_listen,
+            insight: self.insight,
         })
     }
 }
@@ -1104,6 +1116,11 @@ dry_run = true
                 "log.format (Text → Json)",
                 "reload.poll_secs (5 → 0)",
             ]
+        );
+        let metrics = validate("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+        assert_eq!(
+            old.restart_changes(&metrics),
+            vec!["metrics.listen (none → 127.0.0.1:9464)"]
         );
     }
 }

@@ -47,6 +47,7 @@
 pub mod admin;
 pub mod config;
 pub mod engine;
+pub mod insight;
 pub mod limits;
 pub mod metrics;
 pub mod reload;
@@ -55,3 +56,4 @@ pub mod rules;
 pub mod server;
 pub mod spop;
 pub mod throttle;
+pub mod top;

@@ -53,6 +53,33 @@ enum Command {
     Check,
     /// Evaluate one request offline and explain each step.
     Eval(EvalArgs),
+    /// Show who is hitting a running agent (sources, networks, ASNs, paths, hosts, user
+    /// agents), refreshed like top; reads GET /top from its [metrics] listener.
+    Top(TopArgs),
+}
+
+/// What `top` shows and where it reads it.
+#[derive(Debug, clap::Args)]
+struct TopArgs {
+    /// The agent's operations listener (`[metrics] listen`); default: read from --config,
+    /// else 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR:PORT")]
+    addr: Option<std::net::SocketAddr>,
+    /// Window: 30s, 1m, 5m (at most the agent's insight window).
+    #[arg(long, default_value = "1m")]
+    window: String,
+    /// Entries per dimension.
+    #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=100))]
+    n: u16,
+    /// Show denied traffic only.
+    #[arg(long)]
+    denied: bool,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    interval: u64,
+    /// Print once and exit (for scripts); exit 1 if the agent cannot be read.
+    #[arg(long)]
+    once: bool,
 }
 
 /// The request to evaluate.
@@ -87,6 +114,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => check(&cli.config),
         Command::Eval(args) => eval(&cli.config, &args),
+        Command::Top(args) => top(&cli.config, &args),
         Command::Serve => match serve(&cli.config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -145,11 +173,13 @@ fn check(path: &Path) -> ExitCode {
     }
     say!(
         "  asn:          {} ranges, {} blocked ASNs",
-        s.asn_ranges, s.asn_blocked
+        s.asn_ranges,
+        s.asn_blocked
     );
     say!(
         "  user agents:  {} rules ({} patterns)",
-        s.ua_rules, s.ua_patterns
+        s.ua_rules,
+        s.ua_patterns
     );
     say!("  limits:       {}", s.limits);
     let r = &config.reload;
@@ -278,6 +308,52 @@ fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn top(config: &Path, args: &TopArgs) -> ExitCode {
+    let addr = args.addr.unwrap_or_else(|| {
+        Config::load(config)
+            .ok()
+            .and_then(|c| c.metrics_listen)
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 9464)))
+    });
+    let class = if args.denied { "denied" } else { "all" };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start the runtime");
+        return ExitCode::FAILURE;
+    };
+    let tty = std::io::stdout().is_terminal();
+    runtime.block_on(async {
+        loop {
+            match spoa_guard::top::fetch(addr, &args.window, usize::from(args.n)).await {
+                Ok(report) => {
+                    let text = spoa_guard::top::render(&report, class, 120);
+                    if tty && !args.once {
+                        // Clear the screen and go home, as top does.
+                        say!("\x1b[2J\x1b[H{text}");
+                    } else {
+                        say!("{text}");
+                    }
+                }
+                Err(message) => {
+                    eprintln!("spoa-guard top: {message}");
+                    if args.once {
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            if args.once {
+                return ExitCode::SUCCESS;
+            }
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+                () = tokio::time::sleep(std::time::Duration::from_secs(args.interval)) => {}
+            }
+        }
+    })
+}
+
 fn serve(path: &Path) -> anyhow::Result<()> {
     // Stamped before being read, so that a change during the load is reloaded.
     let stamps = Stamps::of(&[path]);
@@ -300,7 +376,10 @@ fn serve(path: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
         info!(listen = %config.server.listen, version = env!("CARGO_PKG_VERSION"), "spoa-guard listening");
         let shared = Arc::new(
-            Shared::new(engine, &config.server).with_deny_log(config.log.deny_lines_per_second),
+            Shared::new(engine, &config.server)
+                .with_deny_log(config.log.deny_lines_per_second)
+                .with_insight(&config.insight)
+                .map_err(|m| anyhow::anyhow!("insight: {m}"))?,
         );
         let shutdown = CancellationToken::new();
         let force_reload = Arc::new(Notify::new());

@@ -258,3 +258,66 @@ fn eval_explains_each_step_of_the_example() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not-an-ip"));
 }
+
+/// `spoa-guard top --once` against a running agent: the heaviest source and its
+/// network are listed first, with their share; an agent without the listener is a
+/// clear error and exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_shows_who_is_hitting_a_running_agent() {
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let agent = AgentProcess::with_rules(
+        &format!("[metrics]\nlisten = \"{metrics}\"\n[lists]\nblock = [\"block.txt\"]\n"),
+        &[("block.txt", "203.0.113.0/24\n")],
+    );
+    let mut client = Client::connect(agent.addr).await.unwrap();
+    for _ in 0..30 {
+        action_for(&mut client, "203.0.113.9").await;
+    }
+    for last in 1..=5 {
+        action_for(&mut client, &format!("198.51.100.{last}")).await;
+    }
+    let config = agent.config.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        run(&["top", "--config", &config, "--once", "-n", "3"])
+    })
+    .await
+    .unwrap();
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{shown}\n{}", text(&out.stderr));
+    assert!(shown.contains("35 requests, 30 denied"), "{shown}");
+    assert!(
+        shown.contains("        30  85.7%  203.0.113.0/24"),
+        "{shown}"
+    );
+    assert!(shown.contains("        30  85.7%  203.0.113.9"), "{shown}");
+    let out = tokio::task::spawn_blocking(move || {
+        run(&["top", "--once", "--denied", "--addr", &metrics])
+    })
+    .await
+    .unwrap();
+    let shown = text(&out.stdout);
+    assert!(shown.contains("       30 100.0%  203.0.113.9"), "{shown}");
+    assert!(!shown.contains("198.51.100."), "{shown}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "127.0.0.1:1", "");
+    let out = run(&[
+        "top",
+        "--config",
+        &config,
+        "--once",
+        "--addr",
+        "127.0.0.1:9",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot connect to 127.0.0.1:9"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -266,9 +266,84 @@ async fn rules_decide(v: Version) {
     }
 }
 
+/// An attack from one network through real HAProxy: within seconds `spoa-guard top`
+/// names the network, its ASN and the path it hits; the deny log has one line per deny
+/// (up to its rate), with source, ASN, reason and rule; the metrics count every request.
+async fn top_and_deny_logs_show_an_attack(v: Version) {
+    let metrics_port = haproxy::free_port();
+    // Deny lines at the default rate (10 a second).
+    let agent = AgentProcess::with_rules(
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [asn]\ndatabases = [\"asn.csv\"]\nblock = [\"AS64500\"]\n"
+        ),
+        &[("asn.csv", ASN_CSV)],
+    );
+    let Some((agent, hap)) = start_with(v, agent).await else {
+        return;
+    };
+    // 40 requests from the blocked network (127.0.0.64/26 is AS64500), 10 from others.
+    for i in 0..40u8 {
+        let r = get(
+            hap.http_port,
+            v4(70 + i % 8),
+            "/wp-login.php",
+            Some("attack/1.0"),
+        )
+        .await;
+        assert_eq!(r.status, 403, "{}", context(v, &hap, &agent, &r));
+    }
+    for i in 0..10u8 {
+        let r = get(hap.http_port, v4(10 + i), "/", Some("curl/8.0")).await;
+        assert_eq!(r.status, 200, "{}", context(v, &hap, &agent, &r));
+    }
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spoa-guard"))
+            .args(["top", "--once", "--denied", "-n", "3", "--addr", &addr])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{shown}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // HAProxy's own health checks are not requests: exactly the 50 sent.
+    assert!(shown.contains("50 requests, 40 denied"), "{shown}");
+    assert!(shown.contains("        40 100.0%  127.0.0.0/24"), "{shown}");
+    assert!(shown.contains("        40 100.0%  AS64500"), "{shown}");
+    assert!(
+        shown.contains("        40 100.0%  /wp-login.php"),
+        "{shown}"
+    );
+    assert!(shown.contains("        40 100.0%  attack/1.0"), "{shown}");
+
+    let log = agent.log();
+    let deny_lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("spoa_guard::deny"))
+        .collect();
+    assert!(!deny_lines.is_empty() && deny_lines.len() < 40, "{log}");
+    let first = deny_lines[0];
+    for field in [
+        "src=127.0.0.7",
+        "asn=64500",
+        "reason=\"asn\"",
+        "rule=AS64500",
+        "path=/wp-login.php",
+    ] {
+        assert!(first.contains(field), "{field} not in {first}");
+    }
+}
+
 on_both_versions!(
     lists_decide,
     rules_decide,
     fail_open_then_recovery,
-    concurrent_requests
+    concurrent_requests,
+    top_and_deny_logs_show_an_attack,
 );

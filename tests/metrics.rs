@@ -263,3 +263,54 @@ async fn health_readiness_and_other_paths() {
         .unwrap();
     assert_eq!(posted.status().as_u16(), 405);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn top_ranks_the_heaviest_source_first_after_a_skewed_burst() {
+    let ops = start().await;
+    let mut client = Client::connect(ops.agent.addr).await.unwrap();
+    let mut n = 0u64;
+    // 60 requests from one blocked source, 2 each from ten others in another /24.
+    for _ in 0..60 {
+        n += 1;
+        client
+            .notify(1, n, vec![hostile("127.0.0.66", 1)])
+            .await
+            .unwrap();
+    }
+    for i in 0..10u8 {
+        for _ in 0..2 {
+            n += 1;
+            let src = format!("127.0.5.{}", 10 + i);
+            client.notify(1, n, vec![hostile(&src, 2)]).await.unwrap();
+        }
+    }
+    let (status, body) = get(&format!("{}/top?window=1m&n=3", ops.url)).await;
+    assert_eq!(status, 200, "{body}");
+    let top: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(top["totals"]["requests"], 80, "{top:#}");
+    assert_eq!(top["totals"]["denied"], 60, "{top:#}");
+    assert_eq!(top["all"]["src"][0]["key"], "127.0.0.66", "{top:#}");
+    assert_eq!(top["all"]["src"][0]["count"], 60, "{top:#}");
+    assert_eq!(top["all"]["src"][0]["share"], 0.75, "{top:#}");
+    assert_eq!(top["all"]["src"].as_array().unwrap().len(), 3, "n=3");
+    assert_eq!(top["all"]["src_net"][0]["key"], "127.0.0.0/24", "{top:#}");
+    assert_eq!(top["all"]["src_net"][1]["key"], "127.0.5.0/24", "{top:#}");
+    assert_eq!(top["denied"]["src"][0]["key"], "127.0.0.66", "{top:#}");
+    assert_eq!(top["denied"]["src"][0]["share"], 1.0, "{top:#}");
+    assert_eq!(
+        top["all"]["path"][0]["key"], "/LABEL-PATH-1\"} 1",
+        "{top:#}"
+    );
+
+    // The metric alerts read: the heaviest source network's share, without its name.
+    let metrics = scrape(&ops).await;
+    assert_eq!(
+        value(
+            &metrics,
+            r#"spoa_guard_top_share{dimension="src_net",class="all",window="1m"}"#
+        ),
+        0.75
+    );
+
+    assert_eq!(get(&format!("{}/top?window=1h", ops.url)).await.0, 400);
+}

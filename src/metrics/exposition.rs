@@ -6,6 +6,7 @@
 //! bytes), `_total` for counters (added by the encoder).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -16,6 +17,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use super::{Metrics, ERROR_KINDS, FRAME_TYPES, REASONS};
 use crate::engine::{Decision, Summary};
+use crate::insight::Dimension;
 use crate::server::Shared;
 
 /// The registry of an agent: one collector over `shared`.
@@ -272,6 +274,29 @@ impl Collector for AgentCollector {
             "Deny log lines left out by [log] deny_lines_per_second.",
             Metrics::get(&m.deny_logs_suppressed_total),
         )?;
+
+        if let Some(insight) = &self.shared.insight {
+            // One minute, as the alert rules assume; the report aggregates first.
+            let window = Duration::from_secs(60).min(insight.max_window());
+            let report = insight.top(window, 1, Instant::now());
+            let mut family = encoder.encode_descriptor(
+                "top_share",
+                "Share (0 to 1) of the heaviest single key of a dimension among the requests of the last minute (window 1m); which key: GET /top or spoa-guard top.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (class, top) in [("all", &report.all), ("denied", &report.denied)] {
+                for dimension in Dimension::ALL {
+                    let share = top.get(dimension).first().map_or(0.0, |e| e.share);
+                    let labels = [
+                        ("dimension", dimension.as_str()),
+                        ("class", class),
+                        ("window", "1m"),
+                    ];
+                    ConstGauge::new(share).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
 
         if let Some(bytes) = resident_memory_bytes() {
             let metric = encoder.encode_descriptor(

@@ -25,6 +25,7 @@ use tracing::{debug, field, info, info_span, trace, warn, Instrument};
 
 use super::Shared;
 use crate::engine::{Decision, Request, Verdict};
+use crate::insight::Observation;
 use crate::metrics::Metrics;
 use crate::spop::hello::negotiate;
 use crate::spop::{
@@ -245,6 +246,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let verdict = shared.engine.load().evaluate(&request, now);
         metrics.evaluation.observe(now.elapsed());
         metrics.verdict(&verdict);
+        if let Some(insight) = &shared.insight {
+            insight.record(&Observation::of(&request, &verdict, now));
+        }
         if let (Decision::Deny, Some(log)) = (verdict.decision, &shared.deny_log) {
             match log.check(now) {
                 Some(suppressed) => log_deny(&request, &verdict, suppressed),

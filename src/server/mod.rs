@@ -31,11 +31,11 @@ use tracing::{info, warn};
 
 use crate::config::{Listen, ServerConfig};
 use crate::engine::Engine;
+use crate::insight::{Insight, InsightConfig};
 use crate::metrics::Metrics;
 use crate::throttle::LogThrottle;
 
 /// State shared by every connection task.
-#[derive(Debug)]
 pub struct Shared {
     /// The rules in force; a reload swaps in a new engine, in-flight requests finish on
     /// the one they loaded.
@@ -48,6 +48,20 @@ pub struct Shared {
     invalid_src_log: LogThrottle,
     /// Paces deny log lines; `None`: denies are not logged.
     pub deny_log: Option<LogThrottle>,
+    /// Heavy hitters for `/top`; `None` only if its settings were invalid (never with
+    /// the defaults or a validated config).
+    pub insight: Option<Insight>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("engine", &self.engine)
+            .field("metrics", &self.metrics)
+            .field("settings", &self.settings)
+            .field("insight", &self.insight.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -68,7 +82,18 @@ impl Shared {
             },
             invalid_src_log: LogThrottle::new(Duration::from_secs(10)),
             deny_log: None,
+            insight: Insight::new(&InsightConfig::default(), Instant::now()).ok(),
         }
+    }
+
+    /// Uses `config` for traffic insight.
+    ///
+    /// # Errors
+    ///
+    /// Invalid settings (a validated [`crate::config::Config`] has none).
+    pub fn with_insight(mut self, config: &InsightConfig) -> Result<Self, String> {
+        self.insight = Some(Insight::new(config, Instant::now())?);
+        Ok(self)
     }
 
     /// Logs at most `per_second` denied requests a second (0: none).
@@ -203,6 +228,32 @@ async fn evict_idle_keys(shared: Arc<Shared>, shutdown: CancellationToken) {
     }
 }
 
+/// How often traffic-insight samples are folded into the windows.
+pub const AGGREGATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Folds traffic-insight samples into their windows every [`AGGREGATE_INTERVAL`], off
+/// the request path, until `shutdown`.
+async fn aggregate_insight(shared: Arc<Shared>, shutdown: CancellationToken) {
+    if shared.insight.is_none() {
+        return;
+    }
+    let mut tick = tokio::time::interval(AGGREGATE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let shared = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(insight) = &shared.insight {
+                insight.aggregate(Instant::now());
+            }
+        })
+        .await;
+    }
+}
+
 /// Serves connections from `listener` until `shutdown` is cancelled, then drains open
 /// connections for at most `grace`.
 pub async fn run(
@@ -215,6 +266,7 @@ pub async fn run(
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(max_connections));
     let evictor = tokio::spawn(evict_idle_keys(shared.clone(), shutdown.clone()));
+    let aggregator = tokio::spawn(aggregate_insight(shared.clone(), shutdown.clone()));
     loop {
         let permit = tokio::select! {
             biased;
@@ -253,6 +305,7 @@ pub async fn run(
     }
     drop(listener);
     evictor.abort();
+    aggregator.abort();
     tracker.close();
     let open = tracker.len();
     if open > 0 {
