@@ -103,61 +103,17 @@ block = [{block}]
 [asn]
 databases = [{asn}]
 block_file = "asn-block.txt"
-[[user_agent]]
-name = "monitoring"
-pattern = "^(?:Prometheus|kube-probe)/"
-action = "allow"
-[[user_agent]]
-name = "scanners"
-pattern = "(?i)sqlmap|nikto|masscan|zgrab|nuclei"
-action = "deny"
-[[user_agent]]
-name = "bad-bots"
-file = {bad:?}
-ignore_case = true
-action = "deny"
-[[user_agent]]
-name = "ai-crawlers"
-file = {ai:?}
-literal = true
-ignore_case = true
-action = "deny"
-dry_run = true
-[[user_agent]]
-name = "empty-ua"
-empty = true
-action = "deny"
-[[limit]]
-name = "per-client"
-key = "src"
-rate = 1000000
-burst = 1000000
-[[limit]]
-name = "login"
-key = "src+path"
-path_prefix = "/login"
-methods = ["POST"]
-rate = 1000000
-burst = 1000000
-[[limit]]
-name = "global"
-key = "global"
-rate = 1000000000
-burst = 1000000000
-"#,
+{rules}"#,
         block = quoted(&block_files),
         asn = quoted(&[
             manifest.join("benches/data/ip-location-db-asn-ipv4.csv.gz"),
             manifest.join("benches/data/ip-location-db-asn-ipv6.csv.gz"),
         ]),
-        bad = manifest
-            .join("tests/fixtures/useragents/bad-user-agents.list")
-            .display()
-            .to_string(),
-        ai = manifest
-            .join("tests/fixtures/useragents/ai-robots-haproxy-block-ai-bots.txt")
-            .display()
-            .to_string(),
+        rules = common::ua_and_limit_rules(
+            &manifest.join("tests/fixtures/useragents/bad-user-agents.list"),
+            &manifest.join("tests/fixtures/useragents/ai-robots-haproxy-block-ai-bots.txt"),
+            true,
+        ),
     );
     let path = dir.path().join("spoa-guard.toml");
     let config = Settings::from_toml(&toml).unwrap().validate(&path).unwrap();

@@ -278,55 +278,11 @@ impl RuleFiles {
             );
         }
         if rest {
-            let list = |f: &str| {
-                manifest
-                    .join("examples/lists")
-                    .join(f)
-                    .display()
-                    .to_string()
-            };
-            toml += &format!(
-                r#"
-[[user_agent]]
-name = "monitoring"
-pattern = "^(?:Prometheus|kube-probe)/"
-action = "allow"
-[[user_agent]]
-name = "scanners"
-pattern = "(?i)sqlmap|nikto|masscan|zgrab|nuclei"
-action = "deny"
-[[user_agent]]
-name = "bad-bots"
-file = {bad:?}
-ignore_case = true
-action = "deny"
-[[user_agent]]
-name = "ai-crawlers"
-file = {ai:?}
-literal = true
-ignore_case = true
-action = "deny"
-dry_run = true
-[[limit]]
-name = "per-client"
-key = "src"
-rate = 1000000
-burst = 1000000
-[[limit]]
-name = "login"
-key = "src+path"
-path_prefix = "/login"
-methods = ["POST"]
-rate = 1000000
-burst = 1000000
-[[limit]]
-name = "global"
-key = "global"
-rate = 1000000000
-burst = 1000000000
-"#,
-                bad = list("bad-user-agents.list"),
-                ai = list("ai-crawlers.txt"),
+            let lists = manifest.join("examples/lists");
+            toml += &common::ua_and_limit_rules(
+                &lists.join("bad-user-agents.list"),
+                &lists.join("ai-crawlers.txt"),
+                false,
             );
         }
         let path = dir.join(format!("{name}.toml"));

@@ -50,6 +50,7 @@ pub mod engine;
 pub mod insight;
 pub mod limits;
 pub mod metrics;
+pub mod prehashed;
 pub mod reload;
 pub mod request;
 pub mod rules;

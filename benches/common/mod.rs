@@ -157,3 +157,63 @@ pub struct CpuShares {
     pub steal: f64,
     pub own: f64,
 }
+
+/// The realistic user-agent rules and limits of the full-decision benches (`engine`,
+/// `reload`): monitoring allowed, scanners and the bad-bot list denied, the AI-crawler
+/// list in dry run, optionally empty user agents denied, and three limits set high
+/// enough never to deny. TOML, for a configuration's tail.
+#[allow(dead_code)]
+pub fn ua_and_limit_rules(
+    bad_bots: &std::path::Path,
+    ai_crawlers: &std::path::Path,
+    empty_ua: bool,
+) -> String {
+    let empty = if empty_ua {
+        "[[user_agent]]\nname = \"empty-ua\"\nempty = true\naction = \"deny\"\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[[user_agent]]
+name = "monitoring"
+pattern = "^(?:Prometheus|kube-probe)/"
+action = "allow"
+[[user_agent]]
+name = "scanners"
+pattern = "(?i)sqlmap|nikto|masscan|zgrab|nuclei"
+action = "deny"
+[[user_agent]]
+name = "bad-bots"
+file = {bad:?}
+ignore_case = true
+action = "deny"
+[[user_agent]]
+name = "ai-crawlers"
+file = {ai:?}
+literal = true
+ignore_case = true
+action = "deny"
+dry_run = true
+{empty}[[limit]]
+name = "per-client"
+key = "src"
+rate = 1000000
+burst = 1000000
+[[limit]]
+name = "login"
+key = "src+path"
+path_prefix = "/login"
+methods = ["POST"]
+rate = 1000000
+burst = 1000000
+[[limit]]
+name = "global"
+key = "global"
+rate = 1000000000
+burst = 1000000000
+"#,
+        bad = bad_bots.display().to_string(),
+        ai = ai_crawlers.display().to_string(),
+    )
+}

@@ -48,7 +48,9 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::prehashed::PrehashedMap;
+
 use std::net::IpAddr;
 
 /// A key of one dimension, owned by a counter.
@@ -161,7 +163,7 @@ pub(super) struct Summary {
     /// Binary min-heap on `count`.
     heap: Vec<Place>,
     /// Key hash → position in `counters`.
-    index: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
+    index: PrehashedMap<usize>,
     /// Whether a counter was ever given to another key: until then every key seen is
     /// monitored, exactly.
     replaced: bool,
@@ -366,7 +368,7 @@ pub(super) fn merge<'a>(parts: impl IntoIterator<Item = &'a Summary>) -> (Vec<Me
         floors: u64,
     }
     let mut floors = 0_u64;
-    let mut acc: HashMap<u64, Acc<'a>, BuildHasherDefault<Prehashed>> = HashMap::default();
+    let mut acc: PrehashedMap<Acc<'a>> = HashMap::default();
     for summary in parts {
         let floor = summary.floor();
         floors = floors.saturating_add(floor);
@@ -396,27 +398,6 @@ pub(super) fn merge<'a>(parts: impl IntoIterator<Item = &'a Summary>) -> (Vec<Me
         .collect();
     merged.sort_unstable_by(heavier_first);
     (merged, floors)
-}
-
-/// The index's keys are already SipHash outputs: hashing them again would be wasted work.
-#[derive(Default, Clone, Copy)]
-pub(super) struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by `u64` keys; kept correct for completeness.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// Orders merged entries as [`merge`] returns them.

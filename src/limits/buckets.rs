@@ -40,14 +40,14 @@
 //! hash-table probe under an uncontended lock; a new key costs a second probe to insert
 //! (not `entry()`, which would grow a full table even when the cap then refuses the key).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher, RandomState};
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Take;
+use crate::prehashed::PrehashedMap;
 
 /// log2 of the number of shards.
 const SHARD_BITS: u32 = 6;
@@ -91,28 +91,7 @@ pub(crate) struct Buckets {
 /// contend on the lock word.
 #[derive(Default)]
 #[repr(align(128))]
-struct Shard(Mutex<HashMap<u64, u64, BuildHasherDefault<Prehashed>>>);
-
-/// The map's keys are already SipHash outputs: hashing them again would be wasted work.
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used by `u64` keys; kept correct for completeness.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+struct Shard(Mutex<PrehashedMap<u64>>);
 
 impl Buckets {
     /// Empty buckets for `rate` tokens per second and `burst` tokens, at most `max_keys` keys.
@@ -257,10 +236,7 @@ impl Buckets {
 
     /// The shard of `key`, locked. A poisoned lock is taken anyway: the map holds plain
     /// numbers that a panicking holder cannot have left half-written.
-    fn shard(
-        &self,
-        key: u64,
-    ) -> Option<MutexGuard<'_, HashMap<u64, u64, BuildHasherDefault<Prehashed>>>> {
+    fn shard(&self, key: u64) -> Option<MutexGuard<'_, PrehashedMap<u64>>> {
         let index = usize::try_from((key >> SHARD_SHIFT) & ((1 << SHARD_BITS) - 1)).ok()?;
         Some(self.shards.get(index)?.lock())
     }
@@ -272,7 +248,7 @@ impl Buckets {
 }
 
 impl Shard {
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, u64, BuildHasherDefault<Prehashed>>> {
+    fn lock(&self) -> MutexGuard<'_, PrehashedMap<u64>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
