@@ -101,9 +101,15 @@ ua_list=$root/examples/lists/bad-user-agents.list
 
 toml_block=$(printf '"%s", ' "${block_files[@]}")
 agent_port=$(free_port)
+transport=${TRANSPORT:-tcp}
+case $transport in
+tcp) agent_listen="127.0.0.1:$agent_port" agent_server="127.0.0.1:$agent_port" ;;
+unix) agent_listen="unix:$work/agent.sock" agent_server="unix@$work/agent.sock" ;;
+*) echo "TRANSPORT must be tcp or unix" >&2; exit 1 ;;
+esac
 cat > "$work/agent.toml" <<TOML
 [server]
-listen = "127.0.0.1:$agent_port"
+listen = "$agent_listen"
 [lists]
 block = [${toml_block%, }]
 [asn]
@@ -176,7 +182,7 @@ backend spoa-guard
     timeout connect 5s
     timeout server  30s
     option spop-check
-    server guard1 127.0.0.1:$agent_port check inter 2s
+    server guard1 $agent_server check inter 2s
 CFG
     return 0
 }
@@ -190,7 +196,11 @@ case " $setups " in *" spoe "*)
     "$bin" serve --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
     agent_pid=$!
     pids+=("$agent_pid")
-    wait_port "$agent_port"
+    if [ "$transport" = unix ]; then
+        for _ in $(seq 300); do [ -S "$work/agent.sock" ] && break; sleep 0.1; done
+    else
+        wait_port "$agent_port"
+    fi
 esac
 
 haproxy_pid=

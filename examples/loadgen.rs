@@ -271,43 +271,21 @@ async fn connection(id: usize, plan: Arc<Plan>, mix: Arc<Mix>, mut rng: SplitMix
                 .then_some(next_intended);
             tokio::select! {
                 frame = client.recv() => {
-                    let frame = match frame {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => {
-                            stats.lost(inflight.len() as u64, "closed by the agent".to_owned());
+                    // This ACK and every one already received, then refill the pipeline
+                    // with one write: what HAProxy 2.x does too.
+                    let mut next = Some(frame);
+                    while let Some(frame) = next {
+                        let ended = match frame {
+                            Ok(Some(frame)) => answer(frame, &mut inflight, &mut stats, &plan),
+                            Ok(None) => Some("closed by the agent".to_owned()),
+                            Err(err) => Some(format!("read: {err}")),
+                        };
+                        if let Some(why) = ended {
+                            stats.lost(inflight.len() as u64, why);
                             sleep(RECONNECT_DELAY).await;
                             continue 'connect;
                         }
-                        Err(err) => {
-                            stats.lost(inflight.len() as u64, format!("read: {err}"));
-                            sleep(RECONNECT_DELAY).await;
-                            continue 'connect;
-                        }
-                    };
-                    let now = Instant::now();
-                    match frame.payload {
-                        Payload::Ack(actions) => {
-                            match (frame.frame_id, inflight.remove(&frame.stream_id)) {
-                                (1, Some(f)) => {
-                                    if f.intended >= plan.measure_from {
-                                        stats.ack(now - f.intended, now - f.sent, &actions);
-                                    }
-                                }
-                                _ => stats.late_acks += 1,
-                            }
-                        }
-                        Payload::AgentDisconnect(d) => {
-                            let message = String::from_utf8_lossy(&d.message).into_owned();
-                            stats.lost(
-                                inflight.len() as u64,
-                                format!("disconnect: status {} ({message})", d.status.0),
-                            );
-                            sleep(RECONNECT_DELAY).await;
-                            continue 'connect;
-                        }
-                        other => {
-                            stats.error(format!("unexpected {} frame", other.frame_type().as_str()));
-                        }
+                        next = client.try_recv();
                     }
                 }
                 () = sleep_until(deadline) => {
@@ -330,6 +308,32 @@ async fn connection(id: usize, plan: Arc<Plan>, mix: Arc<Mix>, mut rng: SplitMix
         }
     }
     stats
+}
+
+/// Accounts for one frame from the agent; `Some(why)` when the connection is over.
+fn answer(
+    frame: Frame,
+    inflight: &mut HashMap<u64, InFlight>,
+    stats: &mut Stats,
+    plan: &Plan,
+) -> Option<String> {
+    let now = Instant::now();
+    match frame.payload {
+        Payload::Ack(actions) => match (frame.frame_id, inflight.remove(&frame.stream_id)) {
+            (1, Some(f)) => {
+                if f.intended >= plan.measure_from {
+                    stats.ack(now - f.intended, now - f.sent, &actions);
+                }
+            }
+            _ => stats.late_acks += 1,
+        },
+        Payload::AgentDisconnect(d) => {
+            let message = String::from_utf8_lossy(&d.message).into_owned();
+            return Some(format!("disconnect: status {} ({message})", d.status.0));
+        }
+        other => stats.error(format!("unexpected {} frame", other.frame_type().as_str())),
+    }
+    None
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
 //! or any other). It works over any async byte stream, so it can run over TCP, a unix
 //! socket or an in-memory duplex pipe.
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Framed;
@@ -138,6 +138,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Client<T> {
     /// I/O errors and malformed frames.
     pub async fn recv(&mut self) -> Result<Option<Frame>, Error> {
         self.framed.next().await.transpose()
+    }
+
+    /// The next frame if one can be had without waiting: already buffered, or readable
+    /// from the stream right now. `None` means "nothing yet"; `Some(Ok(None))` the end.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::recv`].
+    pub fn try_recv(&mut self) -> Option<Result<Option<Frame>, Error>> {
+        self.framed.next().now_or_never().map(Option::transpose)
     }
 
     /// The underlying framed stream, for tests that need raw access.
