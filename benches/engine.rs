@@ -214,7 +214,7 @@ fn bench_decisions(c: &mut Criterion, label: &str, setup: &Setup, mix: &[Owned])
                 path: Some(o.path.as_bytes()),
                 host: Some(b"www.example.com"),
                 ua: o.ua.as_deref().map(str::as_bytes),
-                args: &[],
+                args: Default::default(),
             };
             black_box(setup.engine.evaluate(black_box(&request), Instant::now()))
         })

@@ -20,6 +20,9 @@ use crate::spop::hello::{DEFAULT_FRAME_SIZE, MIN_FRAME_SIZE};
 /// Prefix of environment overrides: `SPOA_GUARD__SERVER__LISTEN=127.0.0.1:9000`.
 pub const ENV_PREFIX: &str = "SPOA_GUARD";
 
+/// Most `[server] threads` accepted: far more than any machine this runs on has cores.
+pub const MAX_THREADS: usize = 1024;
+
 /// A configuration problem, reported with the file it is in.
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -81,6 +84,9 @@ pub struct ServerSettings {
     pub shutdown_timeout_secs: u64,
     /// The SPOE message to evaluate; others get an empty ACK.
     pub message: String,
+    /// Threads serving connections: 1 runs everything on one thread (the cheapest per
+    /// request), N > 1 a work-stealing pool of N, 0 one per CPU.
+    pub threads: usize,
 }
 
 impl Default for ServerSettings {
@@ -93,6 +99,7 @@ impl Default for ServerSettings {
             idle_timeout_secs: 300,
             shutdown_timeout_secs: 10,
             message: "guard-check".into(),
+            threads: 1,
         }
     }
 }
@@ -352,6 +359,7 @@ impl Config {
             secs(c.server.shutdown_timeout)
         });
         compare("server.message", &|c| format!("{:?}", c.server.message));
+        compare("server.threads", &|c| c.server.threads.to_string());
         compare("log.level", &|c| format!("{:?}", c.log.level));
         compare("log.format", &|c| format!("{:?}", c.log.format));
         compare("log.deny_lines_per_second", &|c| {
@@ -416,6 +424,8 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// SPOE message name evaluated.
     pub message: String,
+    /// Threads serving connections, at least 1 (0 in the file: one per CPU).
+    pub threads: usize,
 }
 
 /// The validated rule sections: everything a reload rebuilds. Paths are absolute.
@@ -621,6 +631,16 @@ impl Settings {
         if s.message.is_empty() {
             return Err(error("server.message: must not be empty".into()));
         }
+        if s.threads > MAX_THREADS {
+            return Err(error(format!(
+                "server.threads: {} is more than {MAX_THREADS}",
+                s.threads
+            )));
+        }
+        let threads = match s.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        };
         let server = ServerConfig {
             listen,
             max_frame_size: s.max_frame_size,
@@ -629,6 +649,7 @@ impl Settings {
             idle_timeout: Duration::from_secs(s.idle_timeout_secs),
             shutdown_timeout: Duration::from_secs(s.shutdown_timeout_secs),
             message: s.message,
+            threads,
         };
         let rules = validate_rules(self.lists, self.asn, self.user_agent, self.limit, &base)
             .map_err(error)?;
@@ -878,7 +899,27 @@ mod tests {
         );
         assert_eq!(c.server.max_frame_size, 16380);
         assert_eq!(c.server.message, "guard-check");
+        assert_eq!(c.server.threads, 1);
         assert!(c.rules.block.is_empty());
+    }
+
+    #[test]
+    fn threads_zero_means_one_per_cpu_and_huge_counts_are_refused() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(
+            validate("[server]\nthreads = 0\n").unwrap().server.threads,
+            cpus
+        );
+        assert_eq!(
+            validate("[server]\nthreads = 4\n").unwrap().server.threads,
+            4
+        );
+        let err = validate("[server]\nthreads = 5000\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("server.threads: 5000 is more than 1024"),
+            "{err}"
+        );
     }
 
     #[test]

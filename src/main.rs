@@ -23,7 +23,7 @@ use spoa_guard::config::{Config, LogFormat, LogSettings};
 use spoa_guard::engine::{canonical, Engine, Request, Summary};
 use spoa_guard::reload::{Reloader, Stamps};
 use spoa_guard::server::{self, Listener, Shared};
-use spoa_guard::spop::{Arg, TypedData};
+use spoa_guard::spop::{Arg, ArgRef, TypedData};
 
 /// `println!` that ignores a closed stdout (`spoa-guard check | head`) instead of
 /// panicking.
@@ -153,7 +153,12 @@ fn check(path: &Path) -> ExitCode {
     let elapsed = started.elapsed();
     let s = Summary::of(&engine);
     say!("{}: OK", path.display());
-    say!("  listen:       {}", config.server.listen);
+    say!(
+        "  listen:       {} ({} thread{})",
+        config.server.listen,
+        config.server.threads,
+        if config.server.threads == 1 { "" } else { "s" }
+    );
     match config.metrics_listen {
         Some(addr) => say!("  metrics:      http://{addr}/metrics, /healthz, /readyz"),
         None => say!("  metrics:      off ([metrics] listen not set)"),
@@ -250,7 +255,7 @@ fn eval(path: &Path, args: &EvalArgs) -> ExitCode {
         path: bytes(&args.path),
         host: bytes(&args.host),
         ua: bytes(&args.ua),
-        args: &extra,
+        args: extra.iter().map(ArgRef::of).collect(),
     };
     let show = |value: Option<&[u8]>| {
         value.map_or("-".to_string(), |v| {
@@ -367,10 +372,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         anyhow::anyhow!("{} error(s) in rule files; not starting", errors.0.len())
     })?;
     info!(rules = %Summary::of(&engine), "rules loaded");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = runtime(config.server.threads).context("starting the runtime")?;
     runtime.block_on(async {
         let listener = Listener::bind(&config.server.listen, config.server.backlog)
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -406,6 +408,20 @@ fn serve(path: &Path) -> anyhow::Result<()> {
         info!("stopped");
         Ok(())
     })
+}
+
+/// The runtime serving connections: one thread runs everything (tasks never move
+/// between threads, so nothing is shared between cores: the cheapest per request); more
+/// make a work-stealing pool. Rule builds run on the blocking pool either way.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().thread_name("spoa-guard").build()
 }
 
 /// SIGTERM/SIGINT: graceful shutdown (a second one exits at once). SIGHUP: reload.

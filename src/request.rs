@@ -5,14 +5,15 @@
 
 use std::net::IpAddr;
 
-use crate::spop::{Arg, Message, TypedData};
+use crate::spop::notify::args_of;
+use crate::spop::{Args, Message, Value};
 
 /// The facts about one HTTP request that HAProxy sent, borrowed from the NOTIFY frame.
 ///
 /// Absent and empty values are both `None`: HAProxy sends NULL when a sample fetch
 /// fails (no Host header) and an empty string when the header is there but empty, and
 /// the rules treat both the same way.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Request<'a> {
     /// Source address, IPv4-mapped IPv6 already turned into IPv4; `None` when the `src`
     /// argument is missing or not an address (a configuration error on the HAProxy side).
@@ -26,7 +27,7 @@ pub struct Request<'a> {
     /// User-Agent header.
     pub ua: Option<&'a [u8]>,
     /// Every argument of the message, for rate-limit keys `arg:NAME`.
-    pub args: &'a [Arg],
+    pub args: Args<'a>,
 }
 
 impl<'a> Request<'a> {
@@ -35,20 +36,24 @@ impl<'a> Request<'a> {
     /// `src` may be IPV4/IPV6 typed data (the `src` sample) or a STRING holding an
     /// address (e.g. `req.hdr(x-forwarded-for,-1)`).
     pub fn from_message(message: &'a Message) -> Self {
-        let mut request = Request {
-            args: &message.args,
-            ..Request::default()
-        };
-        for arg in &message.args {
-            match arg.name.as_ref() {
-                b"src" => request.src = address(&arg.value),
-                b"method" => request.method = text(&arg.value),
-                b"path" => request.path = text(&arg.value),
-                b"host" => request.host = text(&arg.value),
-                b"ua" => request.ua = text(&arg.value),
+        Self::from_args(args_of(message))
+    }
+
+    /// Reads the well-known arguments out of a message's arguments, which it keeps for
+    /// [`Request::arg`]; see [`Request::from_message`].
+    pub fn from_args(args: Args<'a>) -> Self {
+        let mut request = Request::default();
+        for arg in &args {
+            match arg.name {
+                b"src" => request.src = address(arg.value),
+                b"method" => request.method = text(arg.value),
+                b"path" => request.path = text(arg.value),
+                b"host" => request.host = text(arg.value),
+                b"ua" => request.ua = text(arg.value),
                 _ => {}
             }
         }
+        request.args = args;
         request
     }
 }
@@ -67,22 +72,17 @@ impl Request<'_> {
     /// they are, integers in decimal, addresses in canonical text; `None` when absent,
     /// NULL or empty.
     pub fn arg(&self, name: &str) -> Option<ArgValue<'_>> {
-        let arg = self
-            .args
-            .iter()
-            .find(|arg| arg.name.as_ref() == name.as_bytes())?;
-        match &arg.value {
-            TypedData::String(b) | TypedData::Binary(b) if !b.is_empty() => {
-                Some(ArgValue::Bytes(b))
-            }
-            TypedData::Null | TypedData::String(_) | TypedData::Binary(_) => None,
-            TypedData::Bool(b) => Some(ArgValue::Int(i128::from(*b))),
-            TypedData::Int32(v) => Some(ArgValue::Int(i128::from(*v))),
-            TypedData::Uint32(v) => Some(ArgValue::Int(i128::from(*v))),
-            TypedData::Int64(v) => Some(ArgValue::Int(i128::from(*v))),
-            TypedData::Uint64(v) => Some(ArgValue::Int(i128::from(*v))),
-            TypedData::Ipv4(a) => Some(ArgValue::Addr(IpAddr::V4(*a))),
-            TypedData::Ipv6(a) => Some(ArgValue::Addr(canonical(IpAddr::V6(*a)))),
+        let arg = self.args.iter().find(|arg| arg.name == name.as_bytes())?;
+        match arg.value {
+            Value::String(b) | Value::Binary(b) if !b.is_empty() => Some(ArgValue::Bytes(b)),
+            Value::Null | Value::String(_) | Value::Binary(_) => None,
+            Value::Bool(b) => Some(ArgValue::Int(i128::from(b))),
+            Value::Int32(v) => Some(ArgValue::Int(i128::from(v))),
+            Value::Uint32(v) => Some(ArgValue::Int(i128::from(v))),
+            Value::Int64(v) => Some(ArgValue::Int(i128::from(v))),
+            Value::Uint64(v) => Some(ArgValue::Int(i128::from(v))),
+            Value::Ipv4(a) => Some(ArgValue::Addr(IpAddr::V4(a))),
+            Value::Ipv6(a) => Some(ArgValue::Addr(canonical(IpAddr::V6(a)))),
         }
     }
 }
@@ -98,11 +98,11 @@ pub enum ArgValue<'a> {
     Addr(IpAddr),
 }
 
-fn address(value: &TypedData) -> Option<IpAddr> {
+fn address(value: Value<'_>) -> Option<IpAddr> {
     let addr = match value {
-        TypedData::Ipv4(a) => IpAddr::V4(*a),
-        TypedData::Ipv6(a) => IpAddr::V6(*a),
-        TypedData::String(s) | TypedData::Binary(s) => {
+        Value::Ipv4(a) => IpAddr::V4(a),
+        Value::Ipv6(a) => IpAddr::V6(a),
+        Value::String(s) | Value::Binary(s) => {
             let text = std::str::from_utf8(s).ok()?.trim();
             text.parse::<IpAddr>().ok()?
         }
@@ -111,9 +111,9 @@ fn address(value: &TypedData) -> Option<IpAddr> {
     Some(canonical(addr))
 }
 
-fn text(value: &TypedData) -> Option<&[u8]> {
+fn text(value: Value<'_>) -> Option<&[u8]> {
     match value {
-        TypedData::String(s) | TypedData::Binary(s) if !s.is_empty() => Some(s),
+        Value::String(s) | Value::Binary(s) if !s.is_empty() => Some(s),
         _ => None,
     }
 }
@@ -121,6 +121,7 @@ fn text(value: &TypedData) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spop::{Arg, TypedData};
     use bytes::Bytes;
     use std::net::Ipv4Addr;
 

@@ -101,7 +101,7 @@ impl Live {
             path: Some(path.as_bytes()),
             host: Some(b"www.example.com"),
             ua: Some(b"Mozilla/5.0"),
-            args: &[],
+            args: Default::default(),
         };
         let verdict = self.shared.engine.load().evaluate(&request, now);
         match verdict.decision {

@@ -217,7 +217,7 @@ impl Engine {
         // 3. asn
         match asn {
             Some(asn) if rules.asn_block.contains(asn) => {
-                let name = Bytes::from(format!("AS{asn}"));
+                let name = rules.asn_block.rule(asn).cloned().unwrap_or_default();
                 if rules.asn_dry_run {
                     out.note(|| format!("asn: AS{asn} is blocked, dry run (would deny)"));
                     dry_run.get_or_insert(DryRun::new(Reason::Asn, name));
@@ -445,7 +445,7 @@ mod tests {
             path: Some(path.as_bytes()),
             host: Some(b"www.example.com"),
             ua: ua.map(str::as_bytes),
-            args: &[],
+            args: Default::default(),
         }
     }
 

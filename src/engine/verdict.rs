@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::spop::{Action, TypedData};
+use crate::spop::{Action, Value};
 
 /// What HAProxy should do with the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,41 +137,37 @@ impl Verdict {
     /// `txn.guard.action` and so on; every full name stays well under HAProxy's 64 bytes.
     pub fn actions(&self) -> Vec<Action> {
         let mut actions = Vec::with_capacity(7);
-        actions.push(Action::set_txn(
-            "action",
-            TypedData::str(self.decision.as_str()),
-        ));
-        actions.push(Action::set_txn(
-            "reason",
-            TypedData::str(self.reason.as_str()),
-        ));
-        actions.push(Action::set_txn(
-            "rule",
-            TypedData::String(self.rule.clone()),
-        ));
+        self.each_action(|name, value| {
+            actions.push(Action::set_txn(name, value.to_typed_data()));
+        });
+        actions
+    }
+
+    /// Calls `f` with the name and value of each action of [`Verdict::actions`], in
+    /// order, without building them: the hot path writes them straight into the ACK.
+    pub fn each_action(&self, mut f: impl FnMut(&'static str, Value<'_>)) {
+        f("action", Value::String(self.decision.as_str().as_bytes()));
+        f("reason", Value::String(self.reason.as_str().as_bytes()));
+        f("rule", Value::String(&self.rule));
         if let Some(status) = self.status() {
-            actions.push(Action::set_txn("status", TypedData::Int32(status)));
+            f("status", Value::Int32(status));
         }
         if let (Decision::Deny, Some(seconds)) = (self.decision, self.retry_after) {
-            actions.push(Action::set_txn("retry_after", TypedData::Uint32(seconds)));
+            f("retry_after", Value::Uint32(seconds));
         }
         if let Some(asn) = self.asn {
-            actions.push(Action::set_txn("asn", TypedData::Uint32(asn)));
+            f("asn", Value::Uint32(asn));
         }
         if let Some(dry) = &self.dry_run {
-            actions.push(Action::set_txn(
-                "dry_run",
-                TypedData::String(dry.rule.clone()),
-            ));
+            f("dry_run", Value::String(&dry.rule));
         }
-        actions
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spop::Scope;
+    use crate::spop::{Scope, TypedData};
 
     fn names(actions: &[Action]) -> Vec<(Scope, String, TypedData)> {
         actions

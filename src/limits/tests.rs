@@ -422,7 +422,7 @@ fn arg_key() {
     ));
     fn r(a: &[Arg]) -> Request<'_> {
         Request {
-            args: a,
+            args: a.iter().map(crate::spop::ArgRef::of).collect(),
             ..from("192.0.2.1")
         }
     }

@@ -107,6 +107,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 use ipnet::IpNet;
 use maxminddb::{PathElement, Reader, WithinOptions};
@@ -253,6 +254,8 @@ impl fmt::Debug for AsnDb {
 pub struct AsnBlock {
     /// Sorted, no duplicates.
     asns: Vec<u32>,
+    /// `AS<n>` for each of `asns`, made once so that a deny allocates nothing.
+    names: Vec<Bytes>,
 }
 
 impl AsnBlock {
@@ -280,12 +283,18 @@ impl AsnBlock {
         asns.sort_unstable();
         asns.dedup();
         asns.shrink_to_fit();
-        Ok(AsnBlock { asns })
+        let names = asns.iter().map(|n| Bytes::from(format!("AS{n}"))).collect();
+        Ok(AsnBlock { asns, names })
     }
 
     /// Whether `asn` is blocked. `O(log n)`, no allocation.
     pub fn contains(&self, asn: u32) -> bool {
         self.asns.binary_search(&asn).is_ok()
+    }
+
+    /// The rule name (`AS<n>`) of `asn` if it is blocked. `O(log n)`, no allocation.
+    pub fn rule(&self, asn: u32) -> Option<&Bytes> {
+        self.names.get(self.asns.binary_search(&asn).ok()?)
     }
 
     /// Number of distinct blocked ASNs.

@@ -8,33 +8,46 @@
 //!          on protocol error (its status), HAPROXY-DISCONNECT (0), idle (2), shutdown (0)
 //! ```
 //!
-//! Frames are answered in batches: every frame already received is evaluated and its
-//! ACK queued before one flush, so a pipelining HAProxy gets many ACKs per write.
-//! EOF or a TCP reset at any point is a normal close (HAProxy 3.x resets idle
-//! connections without a DISCONNECT).
+//! The hot path (Serving) works on two buffers per connection, reused for its whole
+//! life: one read fills `input` with everything the socket has; every complete frame in
+//! it is answered in place (a NOTIFY is read without copying,
+//! [`crate::spop::notify`], evaluated, and its ACK written straight into `output`
+//! from the verdict); then one write sends every ACK. Nothing is allocated per frame
+//! for messages of up to [`INLINE_ARGS`](crate::spop::notify::INLINE_ARGS)
+//! arguments. Other frames (HELLO, DISCONNECT, errors) take the owned
+//! [`Frame`] path. EOF or a TCP reset at any point is a normal close (HAProxy 3.x
+//! resets idle connections without a DISCONNECT).
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio_util::codec::Framed;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, field, info, info_span, trace, warn, Instrument};
 
 use super::Shared;
-use crate::engine::{Decision, Request, Verdict};
+use crate::engine::{Decision, Engine, Request, Verdict};
 use crate::insight::Observation;
 use crate::metrics::Metrics;
+use crate::spop::codec::PREFIX;
+use crate::spop::frame::{put_header, put_set_var};
 use crate::spop::hello::negotiate;
+use crate::spop::notify::find_message;
 use crate::spop::{
-    Action, Disconnect, Error, Frame, FrameType, Message, Payload, SpopCodec, Status,
+    header, Disconnect, Error, Flags, Frame, FrameType, Payload, Scope, SpopCodec, Status,
 };
 
 /// How long to keep reading (and discarding) after our DISCONNECT, so that unread input
 /// does not turn our close into a reset that could destroy the DISCONNECT in flight.
 const LINGER: Duration = Duration::from_millis(500);
+
+/// Free space asked of the input buffer before each read: a read takes whatever the
+/// socket holds, up to this, so a pipelining HAProxy's burst is answered in one batch.
+const READ_SPACE: usize = 32 * 1024;
 
 /// Runs one SPOP session over `stream` to completion: HELLO, NOTIFY/ACK, DISCONNECT.
 ///
@@ -54,9 +67,11 @@ pub async fn serve_stream<S>(
     async move {
         let _active = Gauge::up(&shared.metrics.connections_active);
         Metrics::inc(&shared.metrics.connections_total);
-        let codec = SpopCodec::new(shared.settings.max_frame_size);
         let mut conn = Connection {
-            framed: Framed::new(stream, codec),
+            io: stream,
+            input: BytesMut::new(),
+            output: BytesMut::new(),
+            codec: SpopCodec::new(shared.settings.max_frame_size),
             shared: &shared,
         };
         let ending = conn.run(&shutdown).await;
@@ -83,39 +98,44 @@ enum Ending {
     Protocol(Error),
 }
 
-/// What waiting for the next frame produced.
-enum Next {
-    Frame(Frame),
-    End(Ending),
+impl From<Error> for Ending {
+    /// Classifies a codec error: the peer going away is an ordinary ending.
+    fn from(err: Error) -> Self {
+        if err.is_peer_gone() {
+            Ending::PeerGone
+        } else {
+            Ending::Protocol(err)
+        }
+    }
 }
 
 struct Connection<'a, S> {
-    framed: Framed<S, SpopCodec>,
+    io: S,
+    /// Bytes received and not yet handled.
+    input: BytesMut,
+    /// Frames encoded and not yet written.
+    output: BytesMut,
+    /// Frame lengths and the negotiated max-frame-size.
+    codec: SpopCodec,
     shared: &'a Shared,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
         // Hello: only HAPROXY-HELLO (or HAPROXY-DISCONNECT) is valid.
-        let first = self.next(shutdown).await;
-        if let Next::Frame(frame) = &first {
-            self.shared.metrics.frame(frame.payload.frame_type());
-        }
-        let hello = match first {
-            Next::Frame(Frame {
-                payload: Payload::HaproxyHello(kv),
-                ..
-            }) => kv,
-            Next::Frame(Frame {
-                payload: Payload::HaproxyDisconnect(d),
-                ..
-            }) => return Ending::PeerDisconnect(d),
-            Next::Frame(_) => {
+        let first = match self.next_frame(shutdown).await {
+            Ok(frame) => frame,
+            Err(ending) => return ending,
+        };
+        self.shared.metrics.frame(first.payload.frame_type());
+        let hello = match first.payload {
+            Payload::HaproxyHello(kv) => kv,
+            Payload::HaproxyDisconnect(d) => return Ending::PeerDisconnect(d),
+            _ => {
                 return Ending::Protocol(Error::Unexpected(
                     "expected HAPROXY-HELLO as the first frame",
                 ))
             }
-            Next::End(ending) => return ending,
         };
         let negotiated = match negotiate(&hello, self.shared.settings.max_frame_size) {
             Ok(negotiated) => negotiated,
@@ -126,145 +146,101 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if let Some(id) = &negotiated.engine_id {
             span.record("engine_id", String::from_utf8_lossy(id).as_ref());
         }
-        if let Err(err) = self.framed.send(negotiated.agent_hello()).await {
-            return Ending::Protocol(err);
+        if let Err(ending) = self.send(negotiated.agent_hello()).await {
+            return ending;
         }
         self.shared.metrics.frame(FrameType::AgentHello);
         if negotiated.healthcheck {
             Metrics::inc(&self.shared.metrics.healthchecks_total);
             return Ending::Healthcheck;
         }
-        self.framed
-            .codec_mut()
-            .set_max_frame_size(negotiated.max_frame_size);
+        self.codec.set_max_frame_size(negotiated.max_frame_size);
         debug!("session established");
 
-        // Serving: answer every frame already received, then flush once.
+        // Serving: answer every frame received so far, write all the answers at once,
+        // read again.
         loop {
-            let frame = match self.next(shutdown).await {
-                Next::Frame(frame) => frame,
-                Next::End(Ending::Shutdown) => return self.drain_then(Ending::Shutdown).await,
-                Next::End(ending) => return ending,
-            };
-            if let Err(ending) = self.handle(frame).await {
+            let answered = self.answer_received();
+            let written = self.write_output().await;
+            if let Err(ending) = answered.and(written) {
                 return ending;
             }
-            while let Some(Some(ready)) = self.framed.next().now_or_never() {
-                let handled = match ready {
-                    Ok(frame) => self.handle(frame).await,
-                    Err(err) => Err(self.ending_for(err)),
-                };
-                if let Err(ending) = handled {
-                    let _ = self.framed.flush().await;
-                    return ending;
+            match self.read(shutdown).await {
+                Ok(()) => {}
+                Err(Ending::Shutdown) => {
+                    // Answer what has already arrived before saying goodbye.
+                    if let Some(Ok(n)) = self.io.read_buf(&mut self.input).now_or_never() {
+                        trace!(bytes = n, "read at shutdown");
+                    }
+                    let answered = self.answer_received();
+                    let written = self.write_output().await;
+                    return answered.and(written).err().unwrap_or(Ending::Shutdown);
                 }
-            }
-            if let Err(err) = self.framed.flush().await {
-                return self.ending_for(err);
+                Err(ending) => return ending,
             }
         }
     }
 
-    /// Waits for the next frame, the idle timeout or shutdown.
-    async fn next(&mut self, shutdown: &CancellationToken) -> Next {
+    /// Reads what the socket has into `input`, waiting for the idle timeout at most.
+    async fn read(&mut self, shutdown: &CancellationToken) -> Result<(), Ending> {
+        if self.input.capacity() - self.input.len() < READ_SPACE {
+            self.input.reserve(READ_SPACE);
+        }
         let idle = self.shared.settings.idle_timeout;
         tokio::select! {
             biased;
-            () = shutdown.cancelled() => Next::End(Ending::Shutdown),
-            read = tokio::time::timeout(idle, self.framed.next()) => match read {
-                Err(_) => Next::End(Ending::Idle),
-                Ok(None) => Next::End(Ending::PeerGone),
-                Ok(Some(Ok(frame))) => Next::Frame(frame),
-                Ok(Some(Err(err))) => Next::End(self.ending_for(err)),
+            () = shutdown.cancelled() => Err(Ending::Shutdown),
+            read = tokio::time::timeout(idle, self.io.read_buf(&mut self.input)) => match read {
+                Err(_) => Err(Ending::Idle),
+                // EOF, inside a frame or not: the peer is gone.
+                Ok(Ok(0)) => Err(Ending::PeerGone),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(err)) => Err(Error::Io(err).into()),
             },
         }
     }
 
-    /// On shutdown, answers the frames already received before saying goodbye.
-    async fn drain_then(&mut self, ending: Ending) -> Ending {
-        while let Some(Some(Ok(frame))) = self.framed.next().now_or_never() {
-            if let Err(ending) = self.handle(frame).await {
-                return ending;
+    /// Waits for one whole frame (the HELLO).
+    async fn next_frame(&mut self, shutdown: &CancellationToken) -> Result<Frame, Ending> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.input)? {
+                return Ok(frame);
             }
-        }
-        let _ = self.framed.flush().await;
-        ending
-    }
-
-    /// Handles one frame in the Serving state; `Err` ends the session.
-    async fn handle(&mut self, frame: Frame) -> Result<(), Ending> {
-        self.shared.metrics.frame(frame.payload.frame_type());
-        match frame.payload {
-            Payload::Notify(messages) => {
-                let actions = self.evaluate(&messages);
-                trace!(
-                    stream_id = frame.stream_id,
-                    frame_id = frame.frame_id,
-                    actions = actions.len(),
-                    "ACK"
-                );
-                let ack = Frame::new(frame.stream_id, frame.frame_id, Payload::Ack(actions));
-                self.shared.metrics.frame(FrameType::Ack);
-                self.framed
-                    .feed(ack)
-                    .await
-                    .map_err(|err| self.ending_for(err))
-            }
-            Payload::NotifyFragment(_) | Payload::Unset(_) => {
-                Err(Ending::Protocol(Error::Fragmented))
-            }
-            Payload::HaproxyDisconnect(d) => Err(Ending::PeerDisconnect(d)),
-            Payload::HaproxyHello(_) => Err(Ending::Protocol(Error::Unexpected(
-                "HAPROXY-HELLO after the handshake",
-            ))),
-            Payload::AgentHello(_) | Payload::AgentDisconnect(_) | Payload::Ack(_) => Err(
-                Ending::Protocol(Error::Unexpected("agent frame type sent to the agent")),
-            ),
+            self.read(shutdown).await?;
         }
     }
 
-    /// Evaluates the guard message of a NOTIFY; any other message gets no action.
-    fn evaluate(&self, messages: &[Message]) -> Vec<Action> {
-        let shared = self.shared;
-        let metrics = &shared.metrics;
-        let Some(message) = messages.iter().find(|m| m.name == shared.settings.message) else {
-            Metrics::inc(&metrics.unknown_message_total);
-            return Vec::new();
-        };
-        let request = Request::from_message(message);
-        let now = Instant::now();
-        if request.src.is_none() {
-            Metrics::inc(&metrics.invalid_src_total);
-            if let Some(suppressed) = shared.invalid_src_log.check(now) {
-                warn!(
-                    suppressed,
-                    "guard-check message without a usable `src` argument (IPv4/IPv6 sample expected, \
-                     e.g. `args src=src ...`); request allowed"
-                );
-            }
-        }
-        let verdict = shared.engine.load().evaluate(&request, now);
-        metrics.evaluation.observe(now.elapsed());
-        metrics.verdict(&verdict);
-        if let Some(insight) = &shared.insight {
-            insight.record(&Observation::of(&request, &verdict, now));
-        }
-        if let (Decision::Deny, Some(log)) = (verdict.decision, &shared.deny_log) {
-            match log.check(now) {
-                Some(suppressed) => log_deny(&request, &verdict, suppressed),
-                None => Metrics::inc(&metrics.deny_logs_suppressed_total),
-            }
-        }
-        verdict.actions()
+    /// Encodes `frame` and writes it with anything else pending.
+    async fn send(&mut self, frame: Frame) -> Result<(), Ending> {
+        self.codec.encode(frame, &mut self.output)?;
+        self.write_output().await
     }
 
-    /// Classifies a codec error: the peer going away is an ordinary ending.
-    fn ending_for(&self, err: Error) -> Ending {
-        if err.is_peer_gone() {
-            Ending::PeerGone
-        } else {
-            Ending::Protocol(err)
+    /// Writes everything in `output`.
+    async fn write_output(&mut self) -> Result<(), Ending> {
+        if self.output.is_empty() {
+            return Ok(());
         }
+        let written = self.io.write_all(&self.output).await;
+        self.output.clear();
+        written.map_err(|err| Error::Io(err).into())
+    }
+
+    /// Answers every complete frame in `input` into `output`; `Err` ends the session
+    /// (the answers before it are still written).
+    fn answer_received(&mut self) -> Result<(), Ending> {
+        // One engine for the batch: a reload swaps in the next one between batches.
+        let engine = self.shared.engine.load();
+        while let Some(body_len) = self.codec.body_len(&mut self.input)? {
+            let body = self
+                .input
+                .get(PREFIX..PREFIX + body_len)
+                .unwrap_or_default();
+            let answered = answer(body, &mut self.output, &self.codec, self.shared, &engine);
+            self.input.advance(PREFIX + body_len);
+            answered?;
+        }
+        Ok(())
     }
 
     /// Sends what the ending calls for, then closes.
@@ -276,7 +252,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
             Ending::Healthcheck => {
                 debug!("health check answered");
-                let _ = self.framed.close().await;
+                let _ = self.io.shutdown().await;
                 return;
             }
             Ending::PeerDisconnect(d) => {
@@ -294,7 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 debug!("shutting down");
                 Disconnect {
                     status: Status::NORMAL,
-                    message: bytes::Bytes::from_static(b"agent shutting down"),
+                    message: Bytes::from_static(b"agent shutting down"),
                 }
             }
             Ending::Protocol(Error::Io(err)) => {
@@ -306,23 +282,110 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 warn!(error = %err, kind = err.kind(), status = err.status().0, "protocol error; disconnecting");
                 Disconnect {
                     status: err.status(),
-                    message: bytes::Bytes::from(err.to_string()),
+                    message: Bytes::from(err.to_string()),
                 }
             }
         };
         let frame = Frame::new(0, 0, Payload::AgentDisconnect(disconnect));
         self.shared.metrics.frame(FrameType::AgentDisconnect);
-        if self.framed.send(frame).await.is_err() || self.framed.close().await.is_err() {
+        if self.send(frame).await.is_err() || self.io.shutdown().await.is_err() {
             return;
         }
         // Read and discard until HAProxy closes too (or briefly), so our close is a FIN.
         let mut sink = [0u8; 4096];
-        let io = self.framed.get_mut();
+        let io = &mut self.io;
         let _ = tokio::time::timeout(LINGER, async {
             while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
         })
         .await;
     }
+}
+
+/// Answers one frame `body` of the Serving state into `output`; `Err` ends the session.
+///
+/// A NOTIFY is read in place and its ACK written from the verdict; any other frame is
+/// decoded into a [`Frame`] (none of them is valid here but HAPROXY-DISCONNECT).
+fn answer(
+    body: &[u8],
+    output: &mut BytesMut,
+    codec: &SpopCodec,
+    shared: &Shared,
+    engine: &Engine,
+) -> Result<(), Ending> {
+    let (head, payload) = header(body)?;
+    if head.code != FrameType::Notify as u8 || !head.flags.fin() {
+        return other_frame(body, shared);
+    }
+    let metrics = &shared.metrics;
+    metrics.frame(FrameType::Notify);
+    let args = find_message(payload, &shared.settings.message)?;
+    let start = SpopCodec::begin_frame(output);
+    put_header(
+        FrameType::Ack,
+        Flags::FIN,
+        head.stream_id,
+        head.frame_id,
+        output,
+    );
+    match args {
+        Some(args) => {
+            let verdict = evaluate(&Request::from_args(args), shared, engine);
+            verdict.each_action(|name, value| {
+                put_set_var(Scope::Txn, name.as_bytes(), value, output);
+            });
+        }
+        None => Metrics::inc(&metrics.unknown_message_total),
+    }
+    codec.end_frame(start, output)?;
+    metrics.frame(FrameType::Ack);
+    trace!(stream_id = head.stream_id, frame_id = head.frame_id, "ACK");
+    Ok(())
+}
+
+/// Any frame but a whole NOTIFY, in the Serving state: always the end of the session.
+fn other_frame(body: &[u8], shared: &Shared) -> Result<(), Ending> {
+    let frame = Frame::decode(&Bytes::copy_from_slice(body))?;
+    shared.metrics.frame(frame.payload.frame_type());
+    Err(match frame.payload {
+        Payload::NotifyFragment(_) | Payload::Unset(_) => Ending::Protocol(Error::Fragmented),
+        Payload::HaproxyDisconnect(d) => Ending::PeerDisconnect(d),
+        Payload::HaproxyHello(_) => {
+            Ending::Protocol(Error::Unexpected("HAPROXY-HELLO after the handshake"))
+        }
+        Payload::Notify(_) => Ending::Protocol(Error::Unexpected("NOTIFY read twice")),
+        Payload::AgentHello(_) | Payload::AgentDisconnect(_) | Payload::Ack(_) => {
+            Ending::Protocol(Error::Unexpected("agent frame type sent to the agent"))
+        }
+    })
+}
+
+/// Decides one request, and accounts for it: metrics, traffic insight, deny log.
+fn evaluate(request: &Request<'_>, shared: &Shared, engine: &Engine) -> Verdict {
+    let metrics = &shared.metrics;
+    let now = Instant::now();
+    if request.src.is_none() {
+        Metrics::inc(&metrics.invalid_src_total);
+        if let Some(suppressed) = shared.invalid_src_log.check(now) {
+            warn!(
+                suppressed,
+                "guard-check message without a usable `src` argument (IPv4/IPv6 sample expected, \
+                 e.g. `args src=src ...`); request allowed"
+            );
+        }
+    }
+    let verdict = engine.evaluate(request, now);
+    metrics.evaluation.observe(now.elapsed());
+    metrics.verdict(&verdict);
+    if let Some(insight) = &shared.insight {
+        insight.record(&Observation::of(request, &verdict, now));
+    }
+    if let (Decision::Deny, Some(log)) = (verdict.decision, &shared.deny_log) {
+        match log.check(now) {
+            Some(suppressed) => log_deny(request, &verdict, suppressed),
+            None => Metrics::inc(&metrics.deny_logs_suppressed_total),
+        }
+    }
+    verdict
 }
 
 /// Holds a gauge up for as long as it lives.
@@ -380,8 +443,7 @@ mod tests {
     use crate::engine::Engine;
     use crate::rules::RuleSet;
     use crate::spop::client::Client;
-    use crate::spop::{Arg, TypedData};
-    use bytes::Bytes;
+    use crate::spop::{Arg, Message, TypedData};
     use tokio::io::{DuplexStream, ReadBuf};
 
     fn shared(server_toml: &str) -> Arc<Shared> {

@@ -14,17 +14,13 @@
 //! string    = LENGTH:varint BYTES
 //! ```
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-
 use bytes::{BufMut, Bytes, BytesMut};
-use nom::bytes::complete::take;
-use nom::error::{ErrorKind, ParseError};
-use nom::number::complete::{be_u32, be_u8};
-use nom::IResult;
+use nom::number::complete::be_u8;
 
 use super::error::Error;
-use super::types::{Flags, FrameType, Scope, Status, TypedData};
-use super::varint::{self, VarintError};
+use super::parse::{self, fail, map, PResult, MIN_BODY};
+use super::types::{Flags, FrameType, Scope, Status, TypedData, Value};
+use super::varint;
 
 /// One frame: header fields and a typed payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,9 +192,6 @@ impl Disconnect {
     }
 }
 
-/// The smallest body: type, flags and two one-byte varints.
-const MIN_BODY: usize = 7;
-
 impl Frame {
     /// A frame with FIN set, as the agent always sends them.
     pub fn new(stream_id: u64, frame_id: u64, payload: Payload) -> Self {
@@ -240,20 +233,21 @@ impl Frame {
             return Err(Error::Invalid("frame shorter than its header"));
         }
         let p = Parser { body };
-        match p.frame(body) {
-            Ok(([], frame)) => Ok(frame),
-            Ok(_) => Err(Error::Invalid("trailing bytes after payload")),
-            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => Err(Error::Invalid(e.0)),
-            Err(nom::Err::Incomplete(_)) => Err(Error::Invalid("truncated frame")),
+        match parse::finish(p.frame(body))? {
+            ([], frame) => Ok(frame),
+            _ => Err(Error::Invalid("trailing bytes after payload")),
         }
     }
 
     /// Appends the frame body (without the length prefix) to `dst`.
     pub fn encode_body(&self, dst: &mut BytesMut) {
-        dst.put_u8(self.frame_type() as u8);
-        dst.put_u32(self.flags.0);
-        varint::encode(self.stream_id, dst);
-        varint::encode(self.frame_id, dst);
+        put_header(
+            self.frame_type(),
+            self.flags,
+            self.stream_id,
+            self.frame_id,
+            dst,
+        );
         match &self.payload {
             Payload::NotifyFragment(raw) | Payload::Unset(raw) => dst.put_slice(raw),
             Payload::HaproxyHello(kv) | Payload::AgentHello(kv) => put_kv(kv, dst),
@@ -289,6 +283,21 @@ impl Frame {
     }
 }
 
+/// Appends a frame header (type, flags, stream-id, frame-id) to `dst`: the start of
+/// every body, and all an ACK needs before its actions ([`put_set_var`]).
+pub fn put_header(
+    frame_type: FrameType,
+    flags: Flags,
+    stream_id: u64,
+    frame_id: u64,
+    dst: &mut BytesMut,
+) {
+    dst.put_u8(frame_type as u8);
+    dst.put_u32(flags.0);
+    varint::encode(stream_id, dst);
+    varint::encode(frame_id, dst);
+}
+
 fn put_kv(kv: &KvList, dst: &mut BytesMut) {
     for (name, value) in &kv.0 {
         put_str(name, dst);
@@ -298,16 +307,20 @@ fn put_kv(kv: &KvList, dst: &mut BytesMut) {
 
 fn put_action(action: &Action, dst: &mut BytesMut) {
     match action {
-        Action::SetVar { scope, name, value } => {
-            dst.put_slice(&[1, 3, *scope as u8]);
-            put_str(name, dst);
-            put_typed(value, dst);
-        }
+        Action::SetVar { scope, name, value } => put_set_var(*scope, name, value.as_value(), dst),
         Action::UnsetVar { scope, name } => {
             dst.put_slice(&[2, 2, *scope as u8]);
             put_str(name, dst);
         }
     }
+}
+
+/// Appends one set-var action (SPOE.txt §3.4) to an ACK payload: what
+/// [`Payload::Ack`] writes for an [`Action::SetVar`], without building one.
+pub fn put_set_var(scope: Scope, name: &[u8], value: Value<'_>, dst: &mut BytesMut) {
+    dst.put_slice(&[1, 3, scope as u8]);
+    put_str(name, dst);
+    put_value(value, dst);
 }
 
 /// Writes a length-prefixed string (names, STRING and BINARY values).
@@ -319,59 +332,41 @@ fn put_str(bytes: &[u8], dst: &mut BytesMut) {
 /// Writes a typed value. Signed integers are sign-extended to 64 bits first, which is
 /// what HAProxy sends and accepts (spop.md §3).
 fn put_typed(value: &TypedData, dst: &mut BytesMut) {
+    put_value(value.as_value(), dst);
+}
+
+/// Writes a borrowed typed value; see [`put_typed`].
+fn put_value(value: Value<'_>, dst: &mut BytesMut) {
     match value {
-        TypedData::Bool(b) => dst.put_u8(value.code() | if *b { 0x10 } else { 0 }),
+        Value::Bool(b) => dst.put_u8(value.code() | if b { 0x10 } else { 0 }),
         _ => dst.put_u8(value.code()),
     }
     match value {
-        TypedData::Null | TypedData::Bool(_) => {}
-        TypedData::Int32(v) => varint::encode(i64::from(*v) as u64, dst),
-        TypedData::Uint32(v) => varint::encode(u64::from(*v), dst),
-        TypedData::Int64(v) => varint::encode(*v as u64, dst),
-        TypedData::Uint64(v) => varint::encode(*v, dst),
-        TypedData::Ipv4(a) => dst.put_slice(&a.octets()),
-        TypedData::Ipv6(a) => dst.put_slice(&a.octets()),
-        TypedData::String(b) | TypedData::Binary(b) => put_str(b, dst),
+        Value::Null | Value::Bool(_) => {}
+        Value::Int32(v) => varint::encode(i64::from(v) as u64, dst),
+        Value::Uint32(v) => varint::encode(u64::from(v), dst),
+        Value::Int64(v) => varint::encode(v as u64, dst),
+        Value::Uint64(v) => varint::encode(v, dst),
+        Value::Ipv4(a) => dst.put_slice(&a.octets()),
+        Value::Ipv6(a) => dst.put_slice(&a.octets()),
+        Value::String(b) | Value::Binary(b) => put_str(b, dst),
     }
 }
 
-/// The parse error: a fixed description of what was wrong, never a formatted string.
-#[derive(Debug)]
-struct Malformed(&'static str);
-
-impl<I> ParseError<I> for Malformed {
-    fn from_error_kind(_: I, _: ErrorKind) -> Self {
-        Malformed("truncated frame")
-    }
-
-    fn append(_: I, _: ErrorKind, other: Self) -> Self {
-        other
-    }
-}
-
-type PResult<'a, O> = IResult<&'a [u8], O, Malformed>;
-
-fn fail<O>(what: &'static str) -> PResult<'static, O> {
-    Err(nom::Err::Failure(Malformed(what)))
-}
-
-/// The parsers, bound to the body they slice strings out of.
+/// The owned parsers, bound to the body they slice strings out of.
 struct Parser<'b> {
     body: &'b Bytes,
 }
 
 impl<'b> Parser<'b> {
     fn frame(&self, input: &'b [u8]) -> PResult<'b, Frame> {
-        let (input, code) = be_u8(input)?;
-        let (input, flags) = be_u32(input)?;
-        let (input, stream_id) = varint_(input)?;
-        let (input, frame_id) = varint_(input)?;
-        let Some(frame_type) = FrameType::from_code(code) else {
+        let (input, header) = parse::header_(input)?;
+        let Some(frame_type) = FrameType::from_code(header.code) else {
             return fail("unknown frame type");
         };
         let (input, payload) = match frame_type {
             FrameType::Unset => (&[][..], Payload::Unset(self.body.slice_ref(input))),
-            FrameType::Notify if !Flags(flags).fin() => {
+            FrameType::Notify if !header.flags.fin() => {
                 (&[][..], Payload::NotifyFragment(self.body.slice_ref(input)))
             }
             FrameType::HaproxyHello => map(self.kv_list(input)?, Payload::HaproxyHello)?,
@@ -385,15 +380,13 @@ impl<'b> Parser<'b> {
             FrameType::Notify => map(self.many(input, Self::message)?, Payload::Notify)?,
             FrameType::Ack => map(self.many(input, Self::action)?, Payload::Ack)?,
         };
-        Ok((
-            input,
-            Frame {
-                flags: Flags(flags),
-                stream_id,
-                frame_id,
-                payload,
-            },
-        ))
+        let frame = Frame {
+            flags: header.flags,
+            stream_id: header.stream_id,
+            frame_id: header.frame_id,
+            payload,
+        };
+        Ok((input, frame))
     }
 
     /// Applies `item` until the input is used up.
@@ -456,69 +449,24 @@ impl<'b> Parser<'b> {
         }
     }
 
-    /// A varint length followed by that many bytes, sliced out of the body.
+    /// A string, sliced out of the body without copying.
     fn string(&self, input: &'b [u8]) -> PResult<'b, Bytes> {
-        let (input, len) = varint_(input)?;
-        let Ok(len) = usize::try_from(len) else {
-            return fail("string length out of range");
-        };
-        let (input, bytes) = take(len)(input).map_err(|_: nom::Err<Malformed>| {
-            nom::Err::Failure(Malformed("string longer than the frame"))
-        })?;
-        Ok((input, self.body.slice_ref(bytes)))
+        map(parse::string(input)?, |s| self.body.slice_ref(s))
     }
 
+    /// A typed value; strings and binaries are sliced out of the body without copying.
     fn typed(&self, input: &'b [u8]) -> PResult<'b, TypedData> {
-        let (input, type_byte) = be_u8(input)?;
-        // Low nibble: type; high nibble: flags, only meaningful for BOOL.
-        match type_byte & 0x0f {
-            0 => Ok((input, TypedData::Null)),
-            1 => Ok((input, TypedData::Bool(type_byte & 0x10 != 0))),
-            2 => {
-                let (input, v) = varint_(input)?;
-                match i32::try_from(v as i64) {
-                    Ok(v) => Ok((input, TypedData::Int32(v))),
-                    Err(_) => fail("INT32 value out of range"),
-                }
-            }
-            3 => {
-                let (input, v) = varint_(input)?;
-                match u32::try_from(v) {
-                    Ok(v) => Ok((input, TypedData::Uint32(v))),
-                    Err(_) => fail("UINT32 value out of range"),
-                }
-            }
-            4 => map(varint_(input)?, |v| TypedData::Int64(v as i64)),
-            5 => map(varint_(input)?, TypedData::Uint64),
-            6 => {
-                let (input, octets) = take(4usize)(input)?;
-                let octets: [u8; 4] = octets
-                    .try_into()
-                    .map_err(|_| nom::Err::Failure(Malformed("truncated IPV4")))?;
-                Ok((input, TypedData::Ipv4(Ipv4Addr::from(octets))))
-            }
-            7 => {
-                let (input, octets) = take(16usize)(input)?;
-                let octets: [u8; 16] = octets
-                    .try_into()
-                    .map_err(|_| nom::Err::Failure(Malformed("truncated IPV6")))?;
-                Ok((input, TypedData::Ipv6(Ipv6Addr::from(octets))))
-            }
-            8 => map(self.string(input)?, TypedData::String),
-            9 => map(self.string(input)?, TypedData::Binary),
-            _ => fail("unknown typed data type"),
-        }
-    }
-}
-
-fn map<'a, T, U>((input, value): (&'a [u8], T), f: impl FnOnce(T) -> U) -> PResult<'a, U> {
-    Ok((input, f(value)))
-}
-
-fn varint_(input: &[u8]) -> PResult<'_, u64> {
-    match varint::decode(input) {
-        Ok((value, used)) => Ok((input.get(used..).unwrap_or_default(), value)),
-        Err(VarintError::Truncated) => Err(nom::Err::Failure(Malformed("truncated varint"))),
-        Err(VarintError::Overflow) => Err(nom::Err::Failure(Malformed("varint overflow"))),
+        map(parse::typed(input)?, |value| match value {
+            Value::Null => TypedData::Null,
+            Value::Bool(b) => TypedData::Bool(b),
+            Value::Int32(v) => TypedData::Int32(v),
+            Value::Uint32(v) => TypedData::Uint32(v),
+            Value::Int64(v) => TypedData::Int64(v),
+            Value::Uint64(v) => TypedData::Uint64(v),
+            Value::Ipv4(a) => TypedData::Ipv4(a),
+            Value::Ipv6(a) => TypedData::Ipv6(a),
+            Value::String(s) => TypedData::String(self.body.slice_ref(s)),
+            Value::Binary(s) => TypedData::Binary(self.body.slice_ref(s)),
+        })
     }
 }

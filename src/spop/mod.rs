@@ -7,6 +7,8 @@
 //! * [`varint`] — HAProxy's variable-length integers (not LEB128).
 //! * [`types`] — typed data, frame types, variable scopes and DISCONNECT status codes.
 //! * [`frame`] — one frame body parsed into a [`Frame`], and written back.
+//! * [`notify`] — the hot path's reading of a NOTIFY in place: the arguments of one
+//!   message, borrowed, without allocating. `parse` holds the parsers both share.
 //! * [`codec`] — the 4-byte length prefix and the max-frame-size limit, as a
 //!   `tokio_util` codec.
 //! * [`hello`] — the HELLO negotiation (version, max-frame-size, capabilities).
@@ -28,10 +30,14 @@ pub mod codec;
 mod error;
 pub mod frame;
 pub mod hello;
+pub mod notify;
+mod parse;
 pub mod types;
 pub mod varint;
 
 pub use codec::SpopCodec;
 pub use error::Error;
 pub use frame::{Action, Arg, Disconnect, Frame, KvList, Message, Payload};
-pub use types::{Flags, FrameType, Scope, Status, TypedData};
+pub use notify::{ArgRef, Args};
+pub use parse::{header, Header};
+pub use types::{Flags, FrameType, Scope, Status, TypedData, Value};

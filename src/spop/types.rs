@@ -38,18 +38,7 @@ pub enum TypedData {
 impl TypedData {
     /// The type code in the low nibble of the type byte.
     pub fn code(&self) -> u8 {
-        match self {
-            Self::Null => 0,
-            Self::Bool(_) => 1,
-            Self::Int32(_) => 2,
-            Self::Uint32(_) => 3,
-            Self::Int64(_) => 4,
-            Self::Uint64(_) => 5,
-            Self::Ipv4(_) => 6,
-            Self::Ipv6(_) => 7,
-            Self::String(_) => 8,
-            Self::Binary(_) => 9,
-        }
+        self.as_value().code()
     }
 
     /// The value as an unsigned integer, whatever integer type carried it; `None` for
@@ -75,6 +64,84 @@ impl TypedData {
     /// A STRING value from static text, without copying.
     pub const fn str(text: &'static str) -> Self {
         Self::String(Bytes::from_static(text.as_bytes()))
+    }
+}
+
+impl TypedData {
+    /// The value borrowed, as the hot path reads and writes it.
+    pub fn as_value(&self) -> Value<'_> {
+        match self {
+            Self::Null => Value::Null,
+            Self::Bool(b) => Value::Bool(*b),
+            Self::Int32(v) => Value::Int32(*v),
+            Self::Uint32(v) => Value::Uint32(*v),
+            Self::Int64(v) => Value::Int64(*v),
+            Self::Uint64(v) => Value::Uint64(*v),
+            Self::Ipv4(a) => Value::Ipv4(*a),
+            Self::Ipv6(a) => Value::Ipv6(*a),
+            Self::String(b) => Value::String(b),
+            Self::Binary(b) => Value::Binary(b),
+        }
+    }
+}
+
+/// One typed value borrowed from a frame body (or from a [`TypedData`]): what the hot
+/// path reads from a NOTIFY and writes into an ACK without copying or allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// No value.
+    Null,
+    /// A boolean.
+    Bool(bool),
+    /// Signed 32-bit integer.
+    Int32(i32),
+    /// Unsigned 32-bit integer.
+    Uint32(u32),
+    /// Signed 64-bit integer.
+    Int64(i64),
+    /// Unsigned 64-bit integer.
+    Uint64(u64),
+    /// IPv4 address.
+    Ipv4(Ipv4Addr),
+    /// IPv6 address.
+    Ipv6(Ipv6Addr),
+    /// Text bytes (not guaranteed UTF-8).
+    String(&'a [u8]),
+    /// Opaque bytes.
+    Binary(&'a [u8]),
+}
+
+impl Value<'_> {
+    /// An owned copy (strings and binaries are copied).
+    pub fn to_typed_data(self) -> TypedData {
+        match self {
+            Self::Null => TypedData::Null,
+            Self::Bool(b) => TypedData::Bool(b),
+            Self::Int32(v) => TypedData::Int32(v),
+            Self::Uint32(v) => TypedData::Uint32(v),
+            Self::Int64(v) => TypedData::Int64(v),
+            Self::Uint64(v) => TypedData::Uint64(v),
+            Self::Ipv4(a) => TypedData::Ipv4(a),
+            Self::Ipv6(a) => TypedData::Ipv6(a),
+            Self::String(s) => TypedData::String(Bytes::copy_from_slice(s)),
+            Self::Binary(s) => TypedData::Binary(Bytes::copy_from_slice(s)),
+        }
+    }
+
+    /// The type code in the low nibble of the type byte.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Null => 0,
+            Self::Bool(_) => 1,
+            Self::Int32(_) => 2,
+            Self::Uint32(_) => 3,
+            Self::Int64(_) => 4,
+            Self::Uint64(_) => 5,
+            Self::Ipv4(_) => 6,
+            Self::Ipv6(_) => 7,
+            Self::String(_) => 8,
+            Self::Binary(_) => 9,
+        }
     }
 }
 
