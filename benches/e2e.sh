@@ -5,11 +5,13 @@
 #           block list (-f), the bad-bot list as `-m reg -i -f` on the User-Agent, a
 #           stick-table rate limit (track-sc0 src, http_req_rate(10s), never reached), deny 403
 #   spoe    the SPOE filter of haproxy/haproxy.cfg + spoe-guard.conf -> spoa-guard (release
-#           build) with the block list, the full ASN tables of benches/data, the bad-bot list
-#           and three limits that never deny; SPOE errors answer 503 here (fail closed), so
-#           they show up as non-2xx responses instead of passing silently
-# Block list: with SPOA_GUARD_DATA, the real ≈190k entries (FireHOL level 4, X4B, Spamhaus),
-# read in place; otherwise 190k generated IPv4 CIDRs (/24-/32, never 127/8).
+#           build) with the rules of benches/rules.sh: the block list, the full ASN tables
+#           of benches/data, the bad-bot list and three limits that never deny; SPOE errors
+#           answer 503 here (fail closed), so they show up as non-2xx responses instead of
+#           passing silently
+# Block list (benches/rules.sh): with SPOA_GUARD_DATA, the real ≈190k entries (FireHOL
+# level 4, X4B, Spamhaus), read in place; otherwise 190k generated IPv4 CIDRs (/24-/32,
+# never 127/8).
 # Reports per setup: median req/s over the rounds, ratio to plain, median wrk p99, non-2xx
 # responses, and CPU µs per request of HAProxy and of the agent (utime+stime from /proc).
 #
@@ -17,6 +19,7 @@
 #   HAPROXY=.cache/haproxy-3.2/haproxy benches/e2e.sh       # default /usr/sbin/haproxy (2.6)
 #   ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=50 SETUPS="plain native spoe" benches/e2e.sh
 #   PIN=0 benches/e2e.sh    # default PIN=1: HAProxy on CPU 0, wrk on CPU 1, agent unpinned
+#   TRANSPORT=unix benches/e2e.sh   # HAProxy -> agent over a unix socket (default tcp)
 # Needs wrk (apt-get install wrk), curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,33 +76,6 @@ cpu_ticks() {  # utime + stime of process $1, in clock ticks
 hz=$(getconf CLK_TCK)
 
 # ---- rule files (all under $work; the real lists are only read) -------------------------
-if [ -n "${SPOA_GUARD_DATA:-}" ]; then
-    d=$SPOA_GUARD_DATA/blocklists
-    block_files=("$d/firehol_level4.netset" "$d/x4bnet-datacenter-ipv4.txt" "$d/x4bnet-datacenter-ipv6.txt"
-        "$d/spamhaus-drop.txt" "$d/spamhaus-dropv6.txt" "$d/spamhaus-edrop-2023-12-01.txt")
-    block_desc="real lists (FireHOL level 4, X4B v4/v6, Spamhaus DROP/DROPv6/EDROP)"
-else
-    python3 - "$work/generated.txt" <<'PY'
-import random, sys
-random.seed(3)
-with open(sys.argv[1], "w") as f:
-    n = 0
-    while n < 190_000:
-        a = random.getrandbits(32)
-        if a >> 24 in (0, 10, 127):
-            continue
-        f.write(f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{random.randint(24, 32)}\n")
-        n += 1
-PY
-    block_files=("$work/generated.txt")
-    block_desc="190k generated IPv4 CIDRs (/24-/32)"
-fi
-# HAProxy pattern files take '#' comments only, not Spamhaus's '; SBL...'.
-sed -e 's/[;#].*//' -e 's/[[:space:]]//g' -e '/^$/d' "${block_files[@]}" > "$work/block-haproxy.txt"
-block_entries=$(wc -l < "$work/block-haproxy.txt")
-ua_list=$root/examples/lists/bad-user-agents.list
-
-toml_block=$(printf '"%s", ' "${block_files[@]}")
 agent_port=$(free_port)
 transport=${TRANSPORT:-tcp}
 case $transport in
@@ -107,36 +83,8 @@ tcp) agent_listen="127.0.0.1:$agent_port" agent_server="127.0.0.1:$agent_port" ;
 unix) agent_listen="unix:$work/agent.sock" agent_server="unix@$work/agent.sock" ;;
 *) echo "TRANSPORT must be tcp or unix" >&2; exit 1 ;;
 esac
-cat > "$work/agent.toml" <<TOML
-[server]
-listen = "$agent_listen"
-[lists]
-block = [${toml_block%, }]
-[asn]
-databases = ["$root/benches/data/ip-location-db-asn-ipv4.csv.gz", "$root/benches/data/ip-location-db-asn-ipv6.csv.gz"]
-block = [64496]
-block_file = "$root/examples/lists/asn-block.txt"
-[[user_agent]]
-name = "bad-bots"
-file = "$ua_list"
-ignore_case = true
-action = "deny"
-[[limit]]
-name = "per-client"
-rate = 10000000
-burst = 10000000
-[[limit]]
-name = "login"
-key = "src+path"
-path_prefix = "/login"
-rate = 10000000
-burst = 10000000
-[[limit]]
-name = "per-network"
-key = "src/24/48"
-rate = 10000000
-burst = 10000000
-TOML
+. benches/rules.sh
+write_rules "$work" "$agent_listen"
 
 # ---- HAProxy configurations -------------------------------------------------------------
 http_port=$(free_port)
@@ -160,7 +108,7 @@ CFG
     stick-table type ip size 100k expire 30s store http_req_rate(10s)
     http-request track-sc0 src
     http-request deny deny_status 429 if { sc_http_req_rate(0) gt 100000000 }
-    http-request deny deny_status 403 if { src -f $work/block-haproxy.txt }
+    http-request deny deny_status 403 if { src -f $block_haproxy }
     http-request deny deny_status 403 if { req.fhdr(user-agent) -m reg -i -f $ua_list }
 CFG
     ;;

@@ -71,6 +71,11 @@ struct Opts {
     /// Source addresses or CIDRs, one per line (a block list works).
     #[arg(long)]
     sources: Option<PathBuf>,
+    /// Without --sources: draw sources uniformly from N random addresses made once from
+    /// --seed (80 % IPv4, 20 % IPv6); 0 = a fresh random address per request. Not used
+    /// with --sources.
+    #[arg(long, default_value_t = 100_000)]
+    source_pool: usize,
     /// User agents, one per line, or JSONL with a "ua" or "user_agent" field.
     #[arg(long)]
     user_agents: Option<PathBuf>,
@@ -543,6 +548,7 @@ impl Report {
             "connections": opts.connections,
             "pipeline": opts.pipeline,
             "rate": opts.rate,
+            "source_pool": opts.sources.is_none().then_some(opts.source_pool),
             "duration_s": opts.duration.as_secs_f64(),
             "warmup_s": opts.warmup.as_secs_f64(),
             "throughput": self.throughput(),
@@ -577,8 +583,12 @@ struct Mix {
     default_args: bool,
     extra: Vec<Arg>,
     host: Bytes,
-    /// Empty: random public-looking IPv4 (80 %) and IPv6 (20 %) addresses.
+    /// From --sources; empty: `pool`, or fresh random addresses.
     sources: Vec<IpNet>,
+    /// The --source-pool addresses, when `sources` is empty. Drawing from a fixed set
+    /// makes the agent see returning clients (warm rate-limit keys), as in real traffic;
+    /// empty means a fresh random address per request.
+    pool: Vec<IpAddr>,
     deny: Vec<IpNet>,
     deny_share: f64,
     uas: Vec<Bytes>,
@@ -596,6 +606,15 @@ impl Mix {
         let sources = match &opts.sources {
             Some(path) => nonempty(parse_sources(&read(path)?), path)?,
             None => Vec::new(),
+        };
+        let pool = if sources.is_empty() {
+            // A stream of its own ("pool"), apart from the connections' streams.
+            let mut rng = SplitMix64(opts.seed ^ 0x706f_6f6c);
+            (0..opts.source_pool)
+                .map(|_| random_addr(&mut rng))
+                .collect()
+        } else {
+            Vec::new()
         };
         let deny = match &opts.deny_sources {
             Some(path) => nonempty(parse_sources(&read(path)?), path)?,
@@ -633,6 +652,7 @@ impl Mix {
                 .collect(),
             host: Bytes::from(opts.host.clone()),
             sources,
+            pool,
             deny,
             deny_share: opts.deny_share,
             // A file of user agents wins over the ones of an access log.
@@ -651,10 +671,12 @@ impl Mix {
         if self.default_args {
             let src = if !self.deny.is_empty() && rng.unit() < self.deny_share {
                 addr_in(pick(&self.deny, rng), rng)
-            } else if self.sources.is_empty() {
-                random_addr(rng)
-            } else {
+            } else if !self.sources.is_empty() {
                 addr_in(pick(&self.sources, rng), rng)
+            } else if !self.pool.is_empty() {
+                *pick(&self.pool, rng)
+            } else {
+                random_addr(rng)
             };
             let req = pick(&self.requests, rng);
             let ua = match (&req.ua, self.uas.is_empty()) {
@@ -985,6 +1007,61 @@ mod tests {
         assert_eq!(&lines[1].method[..], b"POST");
         assert_eq!(&lines[2].path[..], b"/x?y=1");
         assert_eq!(lines[2].ua.as_deref(), Some(&b"Mozilla/5.0 \"quoted\""[..]));
+    }
+
+    /// The `src` argument of `n` messages of a mix built from `extra` options.
+    fn sources_drawn(extra: &[&str], n: usize) -> Vec<IpAddr> {
+        let mix = Mix::load(&opts(extra)).unwrap();
+        let mut rng = SplitMix64(11);
+        (0..n)
+            .map(|_| match mix.message(&mut rng).args[0].value {
+                TypedData::Ipv4(a) => IpAddr::V4(a),
+                TypedData::Ipv6(a) => IpAddr::V6(a),
+                ref other => panic!("src is {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn source_pool_draws_returning_clients() {
+        use std::collections::HashSet;
+        let distinct = |v: &[IpAddr]| v.iter().collect::<HashSet<_>>().len();
+
+        // A pool of 50: every one of them comes back, nothing else appears.
+        let drawn = sources_drawn(&["--source-pool", "50"], 5000);
+        assert_eq!(distinct(&drawn), 50);
+        // The pool depends on the seed only, not on the connection's stream.
+        let mix = Mix::load(&opts(&["--source-pool", "50"])).unwrap();
+        assert_eq!(
+            mix.pool,
+            Mix::load(&opts(&["--source-pool", "50"])).unwrap().pool
+        );
+        assert!(drawn.iter().all(|a| mix.pool.contains(a)));
+        let other_seed = Mix::load(&opts(&["--source-pool", "50", "--seed", "2"])).unwrap();
+        assert_ne!(mix.pool, other_seed.pool);
+
+        // The default pool keeps today's mix: about 80 % IPv4, 20 % IPv6.
+        let default = Mix::load(&opts(&[])).unwrap();
+        assert_eq!(default.pool.len(), 100_000);
+        let v6 = default.pool.iter().filter(|a| a.is_ipv6()).count();
+        assert!((18_000..22_000).contains(&v6), "{v6} IPv6 of 100k");
+
+        // 0: a fresh address per request (collisions are astronomically unlikely).
+        assert_eq!(
+            distinct(&sources_drawn(&["--source-pool", "0"], 5000)),
+            5000
+        );
+
+        // --sources wins: no pool is built, addresses come from the file.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sources.txt");
+        std::fs::write(&file, "192.0.2.7\n").unwrap();
+        let with_file = ["--sources", file.to_str().unwrap(), "--source-pool", "50"];
+        assert!(Mix::load(&opts(&with_file)).unwrap().pool.is_empty());
+        let drawn = sources_drawn(&with_file, 100);
+        assert!(drawn
+            .iter()
+            .all(|a| *a == "192.0.2.7".parse::<IpAddr>().unwrap()));
     }
 
     fn opts(extra: &[&str]) -> Opts {
