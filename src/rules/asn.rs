@@ -91,9 +91,10 @@
 //!   family, `O(n log n)` for `n` rows. Text is streamed from the (compressed) file bytes;
 //!   only those bytes and the parsed rows are held while loading. A MaxMind DB is held
 //!   whole while its networks are walked.
-//! - Lookup: one binary search, `O(log s)` over `s <= 2n` disjoint segments, no
-//!   allocation.
-//! - Memory: 12 bytes per IPv4 segment, 36 bytes per IPv6 segment (see [`IntervalMap`]).
+//! - Lookup: a bucket table, then a binary search within the bucket, `O(log s)` over
+//!   `s <= 2n` disjoint segments, no allocation (see [`IntervalMap`]).
+//! - Memory: 12 bytes per IPv4 segment, 36 bytes per IPv6 segment, plus a bucket table of
+//!   at most 256 KiB per family.
 //!
 //! Measured (2 vCPU EPYC VM, release build, `benches/asn.rs`): the full ip-location-db
 //! tables (412k IPv4 + 103k IPv6 rows, 7.8 MB of gzip) load in about 0.25–0.3 s, of which
@@ -146,7 +147,7 @@ const READ_BUFFER: usize = 64 * 1024;
 #[derive(Clone, Default)]
 pub struct AsnDb {
     /// IPv4 addresses (and rows inside the IPv4-mapped block) → AS number, `0` for not
-    /// routed. One binary search per lookup, 12 bytes per segment.
+    /// routed. Bucket table plus binary search per lookup, 12 bytes per segment.
     v4: IntervalMap<u32, u32>,
     /// Native IPv6 addresses → AS number, `0` for not routed. 36 bytes per segment.
     v6: IntervalMap<u128, u32>,

@@ -41,9 +41,10 @@
 //! # Costs
 //!
 //! Loading is linear in the file size. [`IpMatcher::new`] compiles all lists into two
-//! [`IntervalMap`]s (IPv4 and IPv6) in `O(n log n)` for `n` entries; a lookup is one binary
-//! search, `O(log s)` over `s <= 2n` disjoint segments, whatever the number of lists.
-//! Memory is 12 bytes per IPv4 segment and 36 bytes per IPv6 segment.
+//! [`IntervalMap`]s (IPv4 and IPv6) in `O(n log n)` for `n` entries; a lookup is a bucket
+//! table, then a binary search within the bucket, `O(log s)` over `s <= 2n` disjoint
+//! segments, whatever the number of lists. Memory is 12 bytes per IPv4 segment and 36
+//! bytes per IPv6 segment, plus a bucket table of at most 256 KiB per family.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};

@@ -18,6 +18,7 @@
 //! [`Frame`] path. EOF or a TCP reset at any point is a normal close (HAProxy 3.x
 //! resets idle connections without a DISCONNECT).
 
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,8 +26,9 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Sleep;
 use tokio_util::codec::{Decoder, Encoder};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, field, info, info_span, trace, warn, Instrument};
 
 use super::Shared;
@@ -67,14 +69,18 @@ pub async fn serve_stream<S>(
     async move {
         let _active = Gauge::up(&shared.metrics.connections_active);
         Metrics::inc(&shared.metrics.connections_total);
+        let idle = shared.settings.idle_timeout;
         let mut conn = Connection {
             io: stream,
             input: BytesMut::new(),
             output: BytesMut::new(),
             codec: SpopCodec::new(shared.settings.max_frame_size),
             shared: &shared,
+            stopping: Box::pin(shutdown.cancelled_owned()),
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            last_read: tokio::time::Instant::now(),
         };
-        let ending = conn.run(&shutdown).await;
+        let ending = conn.run().await;
         conn.close(ending).await;
     }
     .instrument(span)
@@ -118,12 +124,20 @@ struct Connection<'a, S> {
     /// Frame lengths and the negotiated max-frame-size.
     codec: SpopCodec,
     shared: &'a Shared,
+    /// Resolves when the agent shuts down; made once, so that waiting costs no
+    /// registration per read.
+    stopping: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Fires at or before the idle deadline; pushed back lazily (only when it fires
+    /// early), so that a read costs no timer operation.
+    idle_timer: Pin<Box<Sleep>>,
+    /// When the last bytes arrived: the idle deadline is this plus the idle timeout.
+    last_read: tokio::time::Instant,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
-    async fn run(&mut self, shutdown: &CancellationToken) -> Ending {
+    async fn run(&mut self) -> Ending {
         // Hello: only HAPROXY-HELLO (or HAPROXY-DISCONNECT) is valid.
-        let first = match self.next_frame(shutdown).await {
+        let first = match self.next_frame().await {
             Ok(frame) => frame,
             Err(ending) => return ending,
         };
@@ -165,7 +179,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             if let Err(ending) = answered.and(written) {
                 return ending;
             }
-            match self.read(shutdown).await {
+            match self.read().await {
                 Ok(()) => {}
                 Err(Ending::Shutdown) => {
                     // Answer what has already arrived before saying goodbye.
@@ -182,31 +196,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     }
 
     /// Reads what the socket has into `input`, waiting for the idle timeout at most.
-    async fn read(&mut self, shutdown: &CancellationToken) -> Result<(), Ending> {
+    async fn read(&mut self) -> Result<(), Ending> {
         if self.input.capacity() - self.input.len() < READ_SPACE {
             self.input.reserve(READ_SPACE);
         }
         let idle = self.shared.settings.idle_timeout;
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => Err(Ending::Shutdown),
-            read = tokio::time::timeout(idle, self.io.read_buf(&mut self.input)) => match read {
-                Err(_) => Err(Ending::Idle),
-                // EOF, inside a frame or not: the peer is gone.
-                Ok(Ok(0)) => Err(Ending::PeerGone),
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(err)) => Err(Error::Io(err).into()),
-            },
+        loop {
+            tokio::select! {
+                biased;
+                () = self.stopping.as_mut() => return Err(Ending::Shutdown),
+                read = self.io.read_buf(&mut self.input) => {
+                    self.last_read = tokio::time::Instant::now();
+                    return match read {
+                        // EOF, inside a frame or not: the peer is gone.
+                        Ok(0) => Err(Ending::PeerGone),
+                        Ok(_) => Ok(()),
+                        Err(err) => Err(Error::Io(err).into()),
+                    };
+                }
+                () = self.idle_timer.as_mut() => {
+                    let deadline = self.last_read + idle;
+                    if deadline <= tokio::time::Instant::now() {
+                        return Err(Ending::Idle);
+                    }
+                    self.idle_timer.as_mut().reset(deadline);
+                }
+            }
         }
     }
 
     /// Waits for one whole frame (the HELLO).
-    async fn next_frame(&mut self, shutdown: &CancellationToken) -> Result<Frame, Ending> {
+    async fn next_frame(&mut self) -> Result<Frame, Ending> {
         loop {
             if let Some(frame) = self.codec.decode(&mut self.input)? {
                 return Ok(frame);
             }
-            self.read(shutdown).await?;
+            self.read().await?;
         }
     }
 
