@@ -25,6 +25,7 @@
 #   DENY_SHARE=0.05 THREADS=1 LOADGEN_ARGS="--source-pool 0" benches/agent.sh
 #   PIN=1 benches/agent.sh    # agent on CPU 0, generator on CPU 1 (default: unpinned)
 # THREADS: the generator's runtime threads. OUT: CSV of the soak samples (t_s,rss_kib).
+# AGENT_THREADS=N: the agent's [server] threads (default 1).
 # Needs python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,6 +12,12 @@
 //!   `engine::Verdict::actions` (txn `action`, `reason`, `rule`, `status`), written with its
 //!   length prefix into a reused buffer.
 //!
+//! - `in_place/notify_r1`, `in_place/pipelined_20_notify`: the hot path's reading of the
+//!   same frames: header, the `guard-check` message's arguments borrowed from the buffer
+//!   (`spop::notify::find_message`) and the `Request` built from them; no allocation.
+//! - `in_place/ack_4_set_vars`: the hot path's ACK: header and set-vars written straight
+//!   from the verdict (`Verdict::each_action`), length prefix patched.
+//!
 //! Inputs are rebuilt outside the timed section (`iter_batched`), so the decode numbers
 //! do not include copying the wire bytes into a fresh `BytesMut`.
 //!
@@ -23,10 +29,12 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use spoa_guard::engine::{Decision, Reason, Verdict};
-use spoa_guard::spop::{Frame, Payload, SpopCodec};
+use spoa_guard::engine::{Decision, Reason, Request, Verdict};
+use spoa_guard::spop::frame::{put_header, put_set_var};
+use spoa_guard::spop::notify::find_message;
+use spoa_guard::spop::{header, Flags, Frame, FrameType, Payload, Scope, SpopCodec};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// HAProxy's default offer, the limit the captures were made under.
@@ -164,11 +172,83 @@ fn encode_ack(c: &mut Criterion) {
     group.finish();
 }
 
+/// What the connection does with one frame body on the hot path, up to the request.
+fn read_in_place(body: &[u8]) -> Option<Request<'_>> {
+    let (_, payload) = header(body).ok()?;
+    let args = find_message(payload, b"guard-check").ok()??;
+    Some(Request::from_args(args))
+}
+
+fn in_place(c: &mut Criterion) {
+    let one = capture("haproxy-3.2/05-notify-r1-get-root.hex");
+    assert!(read_in_place(&one[4..]).is_some_and(|r| r.src.is_some()));
+    let mut wire = Vec::new();
+    for file in NOTIFIES.iter().cycle().take(PIPELINED) {
+        wire.extend_from_slice(&capture(file));
+    }
+    let codec = SpopCodec::new(MAX_FRAME_SIZE);
+    let read_all = |buf: &mut BytesMut| {
+        let mut n = 0;
+        while let Some(len) = codec.body_len(buf).unwrap() {
+            n += usize::from(read_in_place(&buf[4..4 + len]).is_some());
+            buf.advance(4 + len);
+        }
+        n
+    };
+    assert_eq!(read_all(&mut BytesMut::from(&wire[..])), PIPELINED);
+
+    let mut group = c.benchmark_group("in_place");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("notify_r1", |b| {
+        b.iter(|| read_in_place(black_box(&one[4..])).map(|r| r.args.len()))
+    });
+    group.throughput(Throughput::Elements(PIPELINED as u64));
+    group.bench_function("pipelined_20_notify", |b| {
+        b.iter_batched_ref(
+            || BytesMut::from(&wire[..]),
+            |buf| read_all(black_box(buf)),
+            BatchSize::SmallInput,
+        )
+    });
+
+    let verdict = Verdict::new(
+        Decision::Deny,
+        Reason::Blocklist,
+        Bytes::from_static(b"spamhaus-drop"),
+    );
+    let mut buf = BytesMut::with_capacity(256);
+    let write_ack = |buf: &mut BytesMut, verdict: &Verdict| {
+        let start = SpopCodec::begin_frame(buf);
+        put_header(FrameType::Ack, Flags::FIN, 17, 1, buf);
+        verdict.each_action(|name, value| put_set_var(Scope::Txn, name.as_bytes(), value, buf));
+        codec.end_frame(start, buf).unwrap();
+    };
+    write_ack(&mut buf, &verdict);
+    let mut encoded = BytesMut::new();
+    SpopCodec::new(MAX_FRAME_SIZE)
+        .encode(
+            Frame::new(17, 1, Payload::Ack(verdict.actions())),
+            &mut encoded,
+        )
+        .unwrap();
+    assert_eq!(buf, encoded, "the in-place ACK differs from the owned one");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("ack_4_set_vars", |b| {
+        b.iter(|| {
+            buf.clear();
+            write_ack(&mut buf, black_box(&verdict));
+            black_box(buf.len())
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     decode_notify_r1,
     decode_notify_r6_long,
     decode_pipelined,
-    encode_ack
+    encode_ack,
+    in_place
 );
 criterion_main!(benches);

@@ -20,6 +20,7 @@
 #   ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=50 SETUPS="plain native spoe" benches/e2e.sh
 #   PIN=0 benches/e2e.sh    # default PIN=1: HAProxy on CPU 0, wrk on CPU 1, agent unpinned
 #   TRANSPORT=unix benches/e2e.sh   # HAProxy -> agent over a unix socket (default tcp)
+# AGENT_THREADS=N: the agent's [server] threads (default 1).
 # Needs wrk (apt-get install wrk), curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."

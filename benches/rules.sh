@@ -12,6 +12,7 @@
 #   - the full ASN tables of benches/data, AS64496 and examples/lists/asn-block.txt blocked
 #   - the bad-bot user-agent list (examples/lists/bad-user-agents.list, case-insensitive, deny)
 #   - three limits that never deny: per client, per client and /login path, per /24 or /48
+# The agent's [server] threads is AGENT_THREADS (default 1).
 # and sets, for the caller:
 #   block_desc     what the block list is, in words
 #   block_entries  its number of entries
@@ -56,6 +57,7 @@ PY
     cat > "$dir/agent.toml" <<TOML
 [server]
 listen = "$listen"
+threads = ${AGENT_THREADS:-1}
 [lists]
 block = [${toml_block%, }]
 [asn]
