@@ -51,40 +51,16 @@ cargo build --release --quiet --bin spoa-guard --example loadgen
 bin=$root/target/release/spoa-guard
 loadgen=$root/target/release/examples/loadgen
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. benches/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
 
 agent_cpu=() gen_cpu=()
 if [ "$pin" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
     agent_cpu=(taskset -c 0) gen_cpu=(taskset -c 1)
 fi
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-wait_port() {  # $1 = port; up to 30 s
-    for _ in $(seq 300); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "nothing listens on 127.0.0.1:$1" >&2
-    return 1
-}
-cpu_ticks() {  # utime + stime of process $1, in clock ticks
-    sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
 rss_kib() {  # VmRSS of process $1, in KiB
     awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"
 }
-hz=$(getconf CLK_TCK)
 now() { date +%s.%N; }
 
 # ---- the agent on the shared rules -------------------------------------------------------
