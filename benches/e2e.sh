@@ -39,7 +39,7 @@ ua="Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Ge
 
 command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 1; }
 [ -x "$haproxy" ] || { echo "no HAProxy at $haproxy" >&2; exit 1; }
-hapver=$("$haproxy" -v | sed -n 's/.*version \([^ ]*\).*/\1/p' | head -n 1)
+hapver=$("$haproxy" -v | sed -n 's/.*version \([^ ]*\).*/\1/p' | sed -n 1p)
 cargo build --release --quiet
 bin=$root/target/release/spoa-guard
 

@@ -91,7 +91,7 @@ find_mirror() {
                                        if ($i == codename || $i == codename "-updates" || codename == "") suite_ok = 1 }
             key == "uris:"       { for (i = 2; i <= NF; i++) if ($i !~ /security/ && uri == "") uri = $i }
             END { if (!found) flush() }
-        ' "$f" | head -n 1)
+        ' "$f" | sed -n 1p)
         [[ -n $uri ]] && { printf '%s\n' "$uri"; return; }
     done
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
@@ -197,7 +197,7 @@ if [[ $updated == 0 ]]; then
     kr_dir=$work/keyring
     mkdir -p "$kr_dir"
     if (cd "$kr_dir" && run apt-get download -q debian-archive-keyring) \
-        && run dpkg -x "$(ls "$kr_dir"/debian-archive-keyring_*.deb | head -n 1)" "$kr_dir/root" \
+        && run dpkg -x "$(ls "$kr_dir"/debian-archive-keyring_*.deb | sed -n 1p)" "$kr_dir/root" \
         && [[ -r $kr_dir/root/usr/share/keyrings/debian-archive-keyring.gpg ]]; then
         write_conf "$kr_dir/root/usr/share/keyrings/debian-archive-keyring.gpg"
         apt_update && updated=1
@@ -238,7 +238,7 @@ done
 sort -o "$stage/packages.txt" "$stage/packages.txt"
 
 [[ -x $stage/root/usr/sbin/haproxy ]] || die "usr/sbin/haproxy missing from the unpacked packages"
-loader=$(find "$stage/root" -name 'ld-linux*.so.[0-9]' -type f | sort | head -n 1)
+loader=$(find "$stage/root" -name 'ld-linux*.so.[0-9]' -type f | sort | sed -n 1p)
 [[ -n $loader ]] || die "dynamic loader not found among the unpacked packages"
 loader=${loader#"$stage/root/"}
 
