@@ -40,4 +40,4 @@ pub use error::Error;
 pub use frame::{Action, Arg, Disconnect, Frame, KvList, Message, Payload};
 pub use notify::{ArgRef, Args};
 pub use parse::{header, Header};
-pub use types::{Flags, FrameType, Scope, Status, TypedData, Value};
+pub use types::{Data, Flags, FrameType, Scope, Status, TypedData, Value};

@@ -7,12 +7,16 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use bytes::Bytes;
 
 /// One typed value (SPOE.txt §3.1): a NOTIFY argument, a HELLO/DISCONNECT entry or the
-/// value of a set-var action.
+/// value of a set-var action, with its strings and binaries held as `S`.
+///
+/// Two forms are used: [`TypedData`] owns its bytes (frames decoded for keeping, actions
+/// built ahead of time) and [`Value`] borrows them from a frame body (the hot path, which
+/// reads a NOTIFY and writes an ACK without copying or allocating).
 ///
 /// Strings are bytes: HAProxy does not promise UTF-8. Integers of every width arrive as
 /// varints; negative ones as 64-bit two's complement.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TypedData {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data<S> {
     /// No value: HAProxy sends it when a sample fetch fails (absent header).
     Null,
     /// A boolean, carried in the flag bits of the type byte.
@@ -30,104 +34,18 @@ pub enum TypedData {
     /// IPv6 address, 16 bytes in network order.
     Ipv6(Ipv6Addr),
     /// Text bytes (no terminator, not guaranteed UTF-8).
-    String(Bytes),
+    String(S),
     /// Opaque bytes.
-    Binary(Bytes),
+    Binary(S),
 }
 
-impl TypedData {
-    /// The type code in the low nibble of the type byte.
-    pub fn code(&self) -> u8 {
-        self.as_value().code()
-    }
+/// A typed value that owns its bytes.
+pub type TypedData = Data<Bytes>;
 
-    /// The value as an unsigned integer, whatever integer type carried it; `None` for
-    /// negative numbers and non-integers.
-    pub fn as_u64(&self) -> Option<u64> {
-        match *self {
-            Self::Int32(v) => u64::try_from(v).ok(),
-            Self::Uint32(v) => Some(u64::from(v)),
-            Self::Int64(v) => u64::try_from(v).ok(),
-            Self::Uint64(v) => Some(v),
-            _ => None,
-        }
-    }
+/// A typed value borrowed from a frame body (or from a [`TypedData`]).
+pub type Value<'a> = Data<&'a [u8]>;
 
-    /// The bytes of a STRING or BINARY value.
-    pub fn as_bytes(&self) -> Option<&Bytes> {
-        match self {
-            Self::String(b) | Self::Binary(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    /// A STRING value from static text, without copying.
-    pub const fn str(text: &'static str) -> Self {
-        Self::String(Bytes::from_static(text.as_bytes()))
-    }
-}
-
-impl TypedData {
-    /// The value borrowed, as the hot path reads and writes it.
-    pub fn as_value(&self) -> Value<'_> {
-        match self {
-            Self::Null => Value::Null,
-            Self::Bool(b) => Value::Bool(*b),
-            Self::Int32(v) => Value::Int32(*v),
-            Self::Uint32(v) => Value::Uint32(*v),
-            Self::Int64(v) => Value::Int64(*v),
-            Self::Uint64(v) => Value::Uint64(*v),
-            Self::Ipv4(a) => Value::Ipv4(*a),
-            Self::Ipv6(a) => Value::Ipv6(*a),
-            Self::String(b) => Value::String(b),
-            Self::Binary(b) => Value::Binary(b),
-        }
-    }
-}
-
-/// One typed value borrowed from a frame body (or from a [`TypedData`]): what the hot
-/// path reads from a NOTIFY and writes into an ACK without copying or allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Value<'a> {
-    /// No value.
-    Null,
-    /// A boolean.
-    Bool(bool),
-    /// Signed 32-bit integer.
-    Int32(i32),
-    /// Unsigned 32-bit integer.
-    Uint32(u32),
-    /// Signed 64-bit integer.
-    Int64(i64),
-    /// Unsigned 64-bit integer.
-    Uint64(u64),
-    /// IPv4 address.
-    Ipv4(Ipv4Addr),
-    /// IPv6 address.
-    Ipv6(Ipv6Addr),
-    /// Text bytes (not guaranteed UTF-8).
-    String(&'a [u8]),
-    /// Opaque bytes.
-    Binary(&'a [u8]),
-}
-
-impl Value<'_> {
-    /// An owned copy (strings and binaries are copied).
-    pub fn to_typed_data(self) -> TypedData {
-        match self {
-            Self::Null => TypedData::Null,
-            Self::Bool(b) => TypedData::Bool(b),
-            Self::Int32(v) => TypedData::Int32(v),
-            Self::Uint32(v) => TypedData::Uint32(v),
-            Self::Int64(v) => TypedData::Int64(v),
-            Self::Uint64(v) => TypedData::Uint64(v),
-            Self::Ipv4(a) => TypedData::Ipv4(a),
-            Self::Ipv6(a) => TypedData::Ipv6(a),
-            Self::String(s) => TypedData::String(Bytes::copy_from_slice(s)),
-            Self::Binary(s) => TypedData::Binary(Bytes::copy_from_slice(s)),
-        }
-    }
-
+impl<S> Data<S> {
     /// The type code in the low nibble of the type byte.
     pub fn code(&self) -> u8 {
         match self {
@@ -142,6 +60,78 @@ impl Value<'_> {
             Self::String(_) => 8,
             Self::Binary(_) => 9,
         }
+    }
+
+    /// The value as an unsigned integer, whatever integer type carried it; `None` for
+    /// negative numbers and non-integers.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Self::Int32(v) => u64::try_from(v).ok(),
+            Self::Uint32(v) => Some(u64::from(v)),
+            Self::Int64(v) => u64::try_from(v).ok(),
+            Self::Uint64(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The same value with its bytes borrowed (as `Option::as_ref`).
+    pub fn as_ref(&self) -> Data<&S> {
+        match self {
+            Self::Null => Data::Null,
+            Self::Bool(b) => Data::Bool(*b),
+            Self::Int32(v) => Data::Int32(*v),
+            Self::Uint32(v) => Data::Uint32(*v),
+            Self::Int64(v) => Data::Int64(*v),
+            Self::Uint64(v) => Data::Uint64(*v),
+            Self::Ipv4(a) => Data::Ipv4(*a),
+            Self::Ipv6(a) => Data::Ipv6(*a),
+            Self::String(s) => Data::String(s),
+            Self::Binary(s) => Data::Binary(s),
+        }
+    }
+
+    /// The same value with its bytes converted by `bytes` (the only part that differs
+    /// between the owned and the borrowed form).
+    fn map_bytes<T>(self, bytes: impl FnOnce(S) -> T) -> Data<T> {
+        match self {
+            Self::Null => Data::Null,
+            Self::Bool(b) => Data::Bool(b),
+            Self::Int32(v) => Data::Int32(v),
+            Self::Uint32(v) => Data::Uint32(v),
+            Self::Int64(v) => Data::Int64(v),
+            Self::Uint64(v) => Data::Uint64(v),
+            Self::Ipv4(a) => Data::Ipv4(a),
+            Self::Ipv6(a) => Data::Ipv6(a),
+            Self::String(s) => Data::String(bytes(s)),
+            Self::Binary(s) => Data::Binary(bytes(s)),
+        }
+    }
+}
+
+impl TypedData {
+    /// The bytes of a STRING or BINARY value.
+    pub fn as_bytes(&self) -> Option<&Bytes> {
+        match self {
+            Self::String(b) | Self::Binary(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// A STRING value from static text, without copying.
+    pub const fn str(text: &'static str) -> Self {
+        Self::String(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// The value borrowed, as the hot path reads and writes it.
+    pub fn as_value(&self) -> Value<'_> {
+        self.as_ref().map_bytes(|b| &b[..])
+    }
+}
+
+impl Value<'_> {
+    /// An owned copy (strings and binaries are copied).
+    pub fn to_typed_data(self) -> TypedData {
+        self.map_bytes(Bytes::copy_from_slice)
     }
 }
 
