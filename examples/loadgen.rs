@@ -1070,6 +1070,30 @@ mod tests {
         Opts::parse_from(argv)
     }
 
+    /// Parses `args` as a command line and runs the generator to the end.
+    async fn run_with(args: &[&str]) -> (Opts, Report) {
+        let opts = opts(args);
+        let report = run(&opts, Arc::new(Mix::load(&opts).unwrap()))
+            .await
+            .unwrap();
+        (opts, report)
+    }
+
+    /// One connection to `addr` for 300 ms, no warm-up: enough to see how it ends.
+    async fn one_connection_briefly(addr: &str) -> Report {
+        let args = [
+            "--agent",
+            addr,
+            "--connections",
+            "1",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+        ];
+        run_with(&args).await.1
+    }
+
     /// A real spoa-guard agent in this process, with a block list.
     async fn agent(dir: &Path) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
         use spoa_guard::config::Config;
@@ -1105,7 +1129,7 @@ mod tests {
         std::fs::write(dir.path().join("deny.txt"), "203.0.113.0/24\n").unwrap();
         let deny = dir.path().join("deny.txt");
         let addr = addr.to_string();
-        let opts = opts(&[
+        let (opts, report) = run_with(&[
             "--agent",
             &addr,
             "--connections",
@@ -1120,10 +1144,8 @@ mod tests {
             "0.25",
             "--deny-sources",
             deny.to_str().unwrap(),
-        ]);
-        let report = run(&opts, Arc::new(Mix::load(&opts).unwrap()))
-            .await
-            .unwrap();
+        ])
+        .await;
         let s = &report.stats;
         assert!(s.acks > 100, "{}", report.text(&opts));
         assert_eq!(
@@ -1147,7 +1169,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (addr, shutdown) = agent(dir.path()).await;
         let addr = addr.to_string();
-        let opts = opts(&[
+        let (opts, report) = run_with(&[
             "--agent",
             &addr,
             "--rate",
@@ -1158,10 +1180,8 @@ mod tests {
             "1s",
             "--warmup",
             "200ms",
-        ]);
-        let report = run(&opts, Arc::new(Mix::load(&opts).unwrap()))
-            .await
-            .unwrap();
+        ])
+        .await;
         let s = &report.stats;
         assert!((1800..=2200).contains(&s.acks), "{}", report.text(&opts));
         assert_eq!(s.unsent + s.timeouts + s.lost, 0, "{}", report.text(&opts));
@@ -1197,19 +1217,7 @@ mod tests {
                 });
             }
         });
-        let opts = opts(&[
-            "--agent",
-            &addr,
-            "--connections",
-            "1",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "0s",
-        ]);
-        let report = run(&opts, Arc::new(Mix::load(&opts).unwrap()))
-            .await
-            .unwrap();
+        let report = one_connection_briefly(&addr).await;
         let s = &report.stats;
         assert_eq!(s.acks, 0);
         assert!(s.lost > 0);
@@ -1228,19 +1236,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let opts = opts(&[
-            "--agent",
-            &addr,
-            "--connections",
-            "1",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "0s",
-        ]);
-        let report = run(&opts, Arc::new(Mix::load(&opts).unwrap()))
-            .await
-            .unwrap();
+        let report = one_connection_briefly(&addr).await;
         assert!(report
             .stats
             .errors
