@@ -19,8 +19,8 @@
 //! loading, and the peak RSS during the load, both relative to the RSS before, read from
 //! `/proc/self/status` (Linux; elsewhere the memory figures are skipped).
 //!
-//! The addresses come from a fixed-seed splitmix64 generator, so every run benches the same
-//! probes.
+//! The addresses come from a fixed-seed generator (`common::BenchRng`), so every run
+//! benches the same probes.
 //!
 //! ```text
 //! cargo bench --bench asn
@@ -35,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::SplitMix64;
+use common::BenchRng;
 use criterion::{BatchSize, Criterion};
 use flate2::read::MultiGzDecoder;
 use spoa_guard::rules::asn::AsnDb;
@@ -98,7 +98,7 @@ fn v6(a: u128) -> IpAddr {
 }
 
 /// Addresses inside random rows with an AS number other than 0.
-fn hits(rows: &[(u128, u128, u32)], addr: fn(u128) -> IpAddr, rng: &mut SplitMix64) -> Vec<IpAddr> {
+fn hits(rows: &[(u128, u128, u32)], addr: fn(u128) -> IpAddr, rng: &mut BenchRng) -> Vec<IpAddr> {
     let routed: Vec<_> = rows.iter().filter(|r| r.2 != 0).collect();
     (0..PROBES)
         .map(|_| {
@@ -113,7 +113,7 @@ fn misses(
     db: &AsnDb,
     rows: &[(u128, u128, u32)],
     addr: fn(u128) -> IpAddr,
-    rng: &mut SplitMix64,
+    rng: &mut BenchRng,
 ) -> Vec<IpAddr> {
     let lo = rows.iter().map(|r| r.0).min().unwrap();
     let hi = rows.iter().map(|r| r.1).max().unwrap();
@@ -231,7 +231,7 @@ fn bench_lookup(c: &mut Criterion) {
     let [v4_path, v6_path] = ip_location_db();
     let db = load(&ip_location_db());
     let (v4_rows, v6_rows) = (rows(&v4_path), rows(&v6_path));
-    let mut rng = SplitMix64(0x5eed_a5a5_0000_0001);
+    let mut rng = BenchRng::new(0x5eed_a5a5_0000_0001);
     let v4_hits = hits(&v4_rows, v4, &mut rng);
     let v4_misses = misses(&db, &v4_rows, v4, &mut rng);
     let v6_hits = hits(&v6_rows, v6, &mut rng);

@@ -26,7 +26,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{lines, SplitMix64};
+use common::{lines, BenchRng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spoa_guard::config::Settings;
 use spoa_guard::engine::{Engine, Request};
@@ -34,11 +34,11 @@ use spoa_guard::engine::{Engine, Request};
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
 /// The shared generator, with indexes as `usize`.
-struct Rng(SplitMix64);
+struct Rng(BenchRng);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Rng(SplitMix64(seed))
+        Rng(BenchRng::new(seed))
     }
 
     fn next(&mut self) -> u64 {

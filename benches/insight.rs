@@ -53,7 +53,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use common::{lines, SplitMix64};
+use common::{lines, BenchRng};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use spoa_guard::insight::{Insight, InsightConfig, Observation};
 
@@ -74,7 +74,7 @@ fn mix(seed: u64) -> Vec<Owned> {
     let fixtures = Path::new(MANIFEST).join("tests/fixtures/useragents");
     let browsers = lines(&fixtures.join("browsers-sample.txt"));
     let bots = lines(&fixtures.join("bots-sample.txt"));
-    let mut rng = SplitMix64(seed);
+    let mut rng = BenchRng::new(seed);
     let hot: Vec<IpAddr> = (0..10).map(|_| IpAddr::V4(rng.ipv4())).collect();
     let hosts = [
         "example.com",
@@ -84,7 +84,7 @@ fn mix(seed: u64) -> Vec<Owned> {
     ];
     let mut pick = |n: usize| rng.below(n as u64) as usize;
     let mut out = Vec::with_capacity(MIX);
-    let mut rng2 = SplitMix64(seed ^ 0xabcd);
+    let mut rng2 = BenchRng::new(seed ^ 0xabcd);
     for _ in 0..MIX {
         let src = match pick(100) {
             0..=19 => hot[pick(hot.len())],

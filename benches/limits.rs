@@ -35,7 +35,7 @@ use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::SplitMix64;
+use common::BenchRng;
 use criterion::{criterion_group, criterion_main, Criterion};
 use governor::clock::Clock;
 use governor::nanos::Nanos;
@@ -52,7 +52,7 @@ const BURST: u32 = 1_000;
 
 /// `n` distinct random IPv4 sources, in a random order.
 fn sources(n: usize, seed: u64) -> Vec<IpAddr> {
-    let mut rng = SplitMix64(seed);
+    let mut rng = BenchRng::new(seed);
     let mut seen = std::collections::HashSet::with_capacity(n);
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -310,7 +310,7 @@ fn at_cap(c: &mut Criterion) {
         ours.take(src, now);
     }
     assert_eq!(ours.limit().key_count(), 100_000);
-    let mut rng = SplitMix64(17);
+    let mut rng = BenchRng::new(17);
     c.bench_function("take/at_cap/ours", |b| {
         b.iter(|| {
             let src = IpAddr::V4(Ipv4Addr::from((rng.next() >> 32) as u32));

@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use bytes::Bytes;
-use common::{asn_range_starts, lines, write_random_ipv4_list, CpuShares, CpuTimes, SplitMix64};
+use common::{asn_range_starts, lines, write_random_ipv4_list, BenchRng, CpuShares, CpuTimes};
 use hdrhistogram::Histogram;
 use spoa_guard::config::Config;
 use spoa_guard::engine::{Engine, Request, Summary};
@@ -882,7 +882,7 @@ fn request_mix(block: &Path, n: usize) -> Vec<Message> {
     let ua = manifest.join("tests/fixtures/useragents");
     let browsers = lines(&ua.join("browsers-sample.txt"));
     let bots = lines(&ua.join("bots-sample.txt"));
-    let mut rng = SplitMix64(7);
+    let mut rng = BenchRng::new(7);
     let mut pick = |n: usize| rng.below(n as u64) as usize;
     (0..n)
         .map(|_| {

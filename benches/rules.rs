@@ -9,8 +9,8 @@
 //!   data set (with `blocklists/`): loading FireHOL level 4 + X4B datacenter (v4, v6) +
 //!   Spamhaus DROP/DROPv6/EDROP (about 185k entries) from disk, and lookups against it.
 //!
-//! The CIDRs come from a fixed-seed splitmix64 generator, so every run benches the same
-//! data. The prefix mix imitates FireHOL level 4: mostly single addresses, some small
+//! The CIDRs come from a fixed-seed generator (`common::BenchRng`), so every run benches
+//! the same data. The prefix mix imitates FireHOL level 4: mostly single addresses, some small
 //! networks, a few large ones.
 //!
 //! ```text
@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::SplitMix64;
+use common::BenchRng;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use ipnet::{IpNet, Ipv4Net};
 use spoa_guard::rules::ip::{IpList, IpMatcher};
@@ -38,7 +38,7 @@ const PROBES: usize = 4096;
 
 /// `n` random IPv4 networks: 85% /32, 10% /24../31, 5% /16../23.
 fn random_nets(n: usize, seed: u64) -> Vec<Ipv4Net> {
-    let mut rng = SplitMix64(seed);
+    let mut rng = BenchRng::new(seed);
     (0..n)
         .map(|_| {
             let prefix = match rng.below(100) {
@@ -52,7 +52,7 @@ fn random_nets(n: usize, seed: u64) -> Vec<Ipv4Net> {
 }
 
 /// Addresses inside random members of `nets`.
-fn hits(nets: &[Ipv4Net], rng: &mut SplitMix64) -> Vec<IpAddr> {
+fn hits(nets: &[Ipv4Net], rng: &mut BenchRng) -> Vec<IpAddr> {
     (0..PROBES)
         .map(|_| {
             let net = nets[rng.below(nets.len() as u64) as usize];
@@ -64,7 +64,7 @@ fn hits(nets: &[Ipv4Net], rng: &mut SplitMix64) -> Vec<IpAddr> {
 }
 
 /// Random addresses in no list of `matcher`.
-fn misses(matcher: &IpMatcher, rng: &mut SplitMix64) -> Vec<IpAddr> {
+fn misses(matcher: &IpMatcher, rng: &mut BenchRng) -> Vec<IpAddr> {
     std::iter::repeat_with(|| IpAddr::V4(rng.ipv4()))
         .filter(|&a| matcher.lookup(a).is_none())
         .take(PROBES)
@@ -110,7 +110,7 @@ fn lookup(c: &mut Criterion) {
             nets.iter().copied().map(IpNet::V4),
         )]);
         eprintln!("ip_lookup: {n} CIDRs -> {} segments", matcher.segments());
-        let mut rng = SplitMix64(0xfeed);
+        let mut rng = BenchRng::new(0xfeed);
         let hit = hits(&nets, &mut rng);
         let miss = misses(&matcher, &mut rng);
         let m = &matcher;
@@ -195,7 +195,7 @@ fn real_lists(c: &mut Criterion) {
         matcher.entries(),
         matcher.segments()
     );
-    let mut rng = SplitMix64(0xdada);
+    let mut rng = BenchRng::new(0xdada);
     let all = real_v4_addresses(&dir);
     let hit: Vec<IpAddr> = (0..PROBES)
         .map(|_| all[rng.below(all.len() as u64) as usize])

@@ -30,6 +30,8 @@ use bytes::Bytes;
 use clap::Parser;
 use hdrhistogram::Histogram;
 use ipnet::IpNet;
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
 use spoa_guard::spop::client::Client;
 use spoa_guard::spop::{Action, Arg, Frame, Message, Payload, TypedData};
 use tokio::time::{sleep, sleep_until, Instant};
@@ -134,7 +136,12 @@ async fn run(opts: &Opts, mix: Arc<Mix>) -> anyhow::Result<Report> {
     for id in 0..opts.connections {
         let (plan, mix) = (plan.clone(), mix.clone());
         let seed = opts.seed.wrapping_add(id as u64).wrapping_mul(0x9e37_79b9);
-        tasks.push(tokio::spawn(connection(id, plan, mix, SplitMix64(seed))));
+        tasks.push(tokio::spawn(connection(
+            id,
+            plan,
+            mix,
+            Rng::seed_from_u64(seed),
+        )));
     }
     let mut total = Stats::new();
     for task in tasks {
@@ -193,7 +200,7 @@ struct InFlight {
 
 /// One connection's life: connect, send and receive until the end of the plan, reconnect
 /// after failures.
-async fn connection(id: usize, plan: Arc<Plan>, mix: Arc<Mix>, mut rng: SplitMix64) -> Stats {
+async fn connection(id: usize, plan: Arc<Plan>, mix: Arc<Mix>, mut rng: Rng) -> Stats {
     let mut stats = Stats::new();
     // Spread the connections' schedules evenly over one interval.
     let mut next_intended = match plan.interval {
@@ -609,7 +616,7 @@ impl Mix {
         };
         let pool = if sources.is_empty() {
             // A stream of its own ("pool"), apart from the connections' streams.
-            let mut rng = SplitMix64(opts.seed ^ 0x706f_6f6c);
+            let mut rng = Rng::seed_from_u64(opts.seed ^ 0x706f_6f6c);
             (0..opts.source_pool)
                 .map(|_| random_addr(&mut rng))
                 .collect()
@@ -666,10 +673,10 @@ impl Mix {
     }
 
     /// The next message to send.
-    fn message(&self, rng: &mut SplitMix64) -> Message {
+    fn message(&self, rng: &mut Rng) -> Message {
         let mut args = Vec::with_capacity(5 + self.extra.len());
         if self.default_args {
-            let src = if !self.deny.is_empty() && rng.unit() < self.deny_share {
+            let src = if !self.deny.is_empty() && rng.random::<f64>() < self.deny_share {
                 addr_in(pick(&self.deny, rng), rng)
             } else if !self.sources.is_empty() {
                 addr_in(pick(&self.sources, rng), rng)
@@ -683,7 +690,7 @@ impl Mix {
                 (Some(ua), true) => ua.clone(),
                 _ => self
                     .uas
-                    .get(rng.below(self.uas.len()))
+                    .get(below(rng, self.uas.len()))
                     .cloned()
                     .unwrap_or_default(),
             };
@@ -713,8 +720,8 @@ fn arg(name: &'static str, value: TypedData) -> Arg {
 }
 
 /// A random element; the lists are never empty (checked at load).
-fn pick<'a, T>(items: &'a [T], rng: &mut SplitMix64) -> &'a T {
-    let i = rng.below(items.len());
+fn pick<'a, T>(items: &'a [T], rng: &mut Rng) -> &'a T {
+    let i = below(rng, items.len());
     &items[i % items.len().max(1)]
 }
 
@@ -726,14 +733,14 @@ fn nonempty<T>(items: Vec<T>, path: &Path) -> anyhow::Result<Vec<T>> {
 }
 
 /// A uniformly random address inside `net`.
-fn addr_in(net: &IpNet, rng: &mut SplitMix64) -> IpAddr {
+fn addr_in(net: &IpNet, rng: &mut Rng) -> IpAddr {
     match net {
         IpNet::V4(n) => {
             let host_bits = 32 - u32::from(n.prefix_len());
             let mask = u32::MAX
                 .checked_shr(32 - host_bits)
                 .filter(|_| host_bits > 0);
-            let offset = mask.map_or(0, |m| rng.next() as u32 & m);
+            let offset = mask.map_or(0, |m| rng.random::<u32>() & m);
             IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | offset))
         }
         IpNet::V6(n) => {
@@ -741,25 +748,25 @@ fn addr_in(net: &IpNet, rng: &mut SplitMix64) -> IpAddr {
             let mask = u128::MAX
                 .checked_shr(128 - host_bits)
                 .filter(|_| host_bits > 0);
-            let offset = mask.map_or(0, |m| rng.next_u128() & m);
+            let offset = mask.map_or(0, |m| rng.random::<u128>() & m);
             IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | offset))
         }
     }
 }
 
 /// A random global unicast-looking source: IPv4 80 % of the time, else 2000::/3.
-fn random_addr(rng: &mut SplitMix64) -> IpAddr {
-    if rng.below(5) < 4 {
+fn random_addr(rng: &mut Rng) -> IpAddr {
+    if below(rng, 5) < 4 {
         // Skip 0/8, 10/8, 127/8 and multicast and above, roughly what HAProxy sees.
         loop {
-            let a = Ipv4Addr::from(rng.next() as u32);
+            let a = Ipv4Addr::from(rng.random::<u32>());
             let first = a.octets()[0];
             if !matches!(first, 0 | 10 | 127 | 224..=255) {
                 return IpAddr::V4(a);
             }
         }
     } else {
-        let bits = (rng.next_u128() >> 3) | (1u128 << 125);
+        let bits = (rng.random::<u128>() >> 3) | (1u128 << 125);
         IpAddr::V6(Ipv6Addr::from(bits))
     }
 }
@@ -892,30 +899,16 @@ const DEFAULT_PATHS: &[(&str, &str)] = &[
 // ---------------------------------------------------------------------------------------
 // Small helpers.
 
-/// splitmix64 (Steele, Lea, Flood 2014), as in benches/common: fixed seeds, same draws.
-struct SplitMix64(u64);
+/// The generator of every draw: a fixed, portable algorithm, so a seed gives the same
+/// requests on every machine and every run.
+type Rng = Xoshiro256PlusPlus;
 
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn next_u128(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
-    }
-
-    /// Uniform in `0..n` (modulo bias is irrelevant here); 0 when `n` is 0.
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % (n.max(1) as u64)) as usize
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+/// Uniform in `0..n`; 0 when `n` is 0.
+fn below(rng: &mut Rng, n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        rng.random_range(0..n)
     }
 }
 
@@ -968,7 +961,7 @@ mod tests {
             "# comment\n1.2.3.0/24 ; SBL123\n203.0.113.7\n2001:db8::/32\n\nnot an address\n10.0.0.1/32\n",
         );
         assert_eq!(nets.len(), 4);
-        let mut rng = SplitMix64(7);
+        let mut rng = Rng::seed_from_u64(7);
         for _ in 0..1000 {
             for net in &nets {
                 assert!(net.contains(&addr_in(net, &mut rng)), "{net}");
@@ -1012,7 +1005,7 @@ mod tests {
     /// The `src` argument of `n` messages of a mix built from `extra` options.
     fn sources_drawn(extra: &[&str], n: usize) -> Vec<IpAddr> {
         let mix = Mix::load(&opts(extra)).unwrap();
-        let mut rng = SplitMix64(11);
+        let mut rng = Rng::seed_from_u64(11);
         (0..n)
             .map(|_| match mix.message(&mut rng).args[0].value {
                 TypedData::Ipv4(a) => IpAddr::V4(a),

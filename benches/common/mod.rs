@@ -5,36 +5,37 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-/// splitmix64 (Steele, Lea, Flood 2014): a tiny fixed-seed generator, so every run draws
-/// the same addresses and requests.
-pub struct SplitMix64(pub u64);
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
 
-impl SplitMix64 {
+/// A fixed-seed generator (rand's Xoshiro256++, a portable algorithm), so every run draws
+/// the same addresses and requests.
+pub struct BenchRng(Xoshiro256PlusPlus);
+
+impl BenchRng {
+    /// The generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(Xoshiro256PlusPlus::seed_from_u64(seed))
+    }
+
     /// The next 64 random bits.
     pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.random()
     }
 
     /// 128 random bits.
     pub fn next_u128(&mut self) -> u128 {
-        (u128::from(self.next()) << 64) | u128::from(self.next())
+        self.0.random()
     }
 
-    /// Uniform in `0..n` (modulo bias is irrelevant here).
+    /// Uniform in `0..n`; 0 when `n` is 0.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.0.random_range(0..n.max(1))
     }
 
-    /// Uniform in `lo..=hi` (modulo bias is irrelevant here).
+    /// Uniform in `lo..=hi`.
     pub fn between(&mut self, lo: u128, hi: u128) -> u128 {
-        match (hi - lo).checked_add(1) {
-            Some(span) => lo + self.next_u128() % span,
-            None => self.next_u128(),
-        }
+        self.0.random_range(lo..=hi)
     }
 
     /// A uniformly random IPv4 address.
@@ -63,7 +64,7 @@ pub fn write_random_ipv4_list(
     prefixes: std::ops::RangeInclusive<u8>,
     seed: u64,
 ) {
-    let mut rng = SplitMix64(seed);
+    let mut rng = BenchRng::new(seed);
     let (lo, hi) = (*prefixes.start(), *prefixes.end());
     let mut text = String::with_capacity(n * 18);
     for _ in 0..n {

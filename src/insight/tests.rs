@@ -8,6 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand::{RngExt, SeedableRng};
 
 use super::*;
 use crate::engine::Reason;
@@ -49,22 +50,8 @@ fn v4(a: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(a))
 }
 
-/// splitmix64, for reproducible streams.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// A fixed, portable generator, for reproducible streams.
+type Rng = rand::rngs::Xoshiro256PlusPlus;
 
 fn entry<'a>(entries: &'a [TopEntry], key: &str) -> Option<&'a TopEntry> {
     entries.iter().find(|e| e.key == key)
@@ -74,12 +61,12 @@ fn entry<'a>(entries: &'a [TopEntry], key: &str) -> Option<&'a TopEntry> {
 fn a_skewed_burst_ranks_the_heaviest_source_first() {
     let (insight, t0) = insight(&exact_config());
     let heavy = v4(0xcb00_7109); // 203.0.113.9
-    let mut rng = Rng(1);
+    let mut rng = Rng::seed_from_u64(1);
     // 5,000 requests from one source mixed into 1,000 from 1,000 others: more distinct
     // sources than counters, so the summary is full and the counts carry an error.
     let mut n = 0;
     for i in 0..6_000 {
-        let src = if rng.below(6) == 0 {
+        let src = if rng.random_range(0..6) == 0 {
             v4(0xc000_0200 + (n % 1_000)) // 192.0.2.0/24 .. 192.0.5.x
         } else {
             heavy
@@ -277,7 +264,7 @@ fn error_bounds_hold_against_exact_counts() {
         ..exact_config()
     };
     let (insight, t0) = insight(&config);
-    let mut rng = Rng(7);
+    let mut rng = Rng::seed_from_u64(7);
     let mut exact: HashMap<String, u64> = HashMap::new();
     let paths: Vec<String> = (0..3_000).map(|i| format!("/item/{i}")).collect();
     // 100,000 requests over 200 s (20 slots): 30 % to one path, the rest skewed (key i
@@ -293,9 +280,9 @@ fn error_bounds_hold_against_exact_counts() {
     for i in 0..100_000_u32 {
         let t = f64::from(i) * 200.0 / 100_000.0;
         let period = usize::try_from(i / 5_000).unwrap(); // 10 s
-        let u = rng.next() as f64 / u64::MAX as f64 * harmonic;
+        let u = rng.random::<f64>() * harmonic;
         let rank = cumulative.partition_point(|&c| c < u).min(paths.len() - 1);
-        let path = if rng.below(10) < 3 {
+        let path = if rng.random_range(0..10) < 3 {
             "/hot"
         } else {
             &paths[(rank + period * 13) % paths.len()]
@@ -385,7 +372,7 @@ fn sampling_under_a_high_rate_keeps_estimates_close() {
         ..InsightConfig::default()
     };
     let (insight, t0) = insight(&config);
-    let mut rng = Rng(3);
+    let mut rng = Rng::seed_from_u64(3);
     // 50,000 requests a second for 20 s: 30 % from one source, 10 % from another, the
     // rest from 100,000 sources; 2 % denied, from a third source.
     let rate: u32 = 50_000;
@@ -393,15 +380,12 @@ fn sampling_under_a_high_rate_keeps_estimates_close() {
     let mut denied_true = 0;
     for i in 0..20 * rate {
         let now = secs(t0, f64::from(i) / f64::from(rate));
-        let r = rng.below(100);
+        let r = rng.random_range(0..100);
         let (src, denied) = match r {
             0..=29 => (v4(1), false),
             30..=39 => (v4(2), false),
             40..=41 => (v4(3), true),
-            _ => (
-                v4(1_000 + u32::try_from(rng.below(100_000)).unwrap()),
-                false,
-            ),
+            _ => (v4(1_000 + rng.random_range(0..100_000u32)), false),
         };
         *exact.entry(src).or_default() += 1;
         denied_true += u64::from(denied);
