@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Agent-only SPOP benchmark: examples/loadgen.rs -> spoa-guard (release build) over TCP on
+# Agent-only SPOP benchmark: examples/loadgen/ -> spoa-guard (release build) over TCP on
 # loopback, with the realistic rules of benches/rules.sh (the ≈190k-entry block list, the
 # full ASN tables, the bad-bot list, three limits that never deny). No HAProxy involved.
 #   max    closed loop at max speed, CONNECTIONS x PIPELINE, ROUNDS rounds of DURATION s:

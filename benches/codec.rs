@@ -31,7 +31,7 @@ use std::path::Path;
 
 use bytes::{Buf, Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use spoa_guard::engine::{Decision, Reason, Request, Verdict};
+use spoa_guard::decision::{Decision, Reason, Request, Verdict};
 use spoa_guard::spop::frame::{put_header, put_set_var};
 use spoa_guard::spop::notify::find_message;
 use spoa_guard::spop::{header, Flags, Frame, FrameType, Payload, Scope, SpopCodec};

@@ -28,8 +28,9 @@ mod common;
 
 use common::{lines, BenchRng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use spoa_guard::config::Settings;
-use spoa_guard::engine::{Engine, Request};
+use spoa_guard::config::Config;
+use spoa_guard::decision::Request;
+use spoa_guard::engine::Engine;
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -116,7 +117,7 @@ block_file = "asn-block.txt"
         ),
     );
     let path = dir.path().join("spoa-guard.toml");
-    let config = Settings::from_toml(&toml).unwrap().validate(&path).unwrap();
+    let config = Config::parse(&path, &toml, []).unwrap();
     let before = resident_bytes();
     let started = Instant::now();
     let engine = Engine::load(&config.rules, &path, None).unwrap();
@@ -126,7 +127,7 @@ block_file = "asn-block.txt"
         "engine/{label}: loaded in {:.0} ms, resident memory +{:.1} MiB ({})",
         elapsed.as_secs_f64() * 1e3,
         added as f64 / (1024.0 * 1024.0),
-        spoa_guard::engine::Summary::of(&engine)
+        engine.summary()
     );
     Setup { engine, _dir: dir }
 }

@@ -41,9 +41,10 @@ use governor::clock::Clock;
 use governor::nanos::Nanos;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use spoa_guard::config::LimitConfig;
+use spoa_guard::decision::Request;
+use spoa_guard::decision::RuleName;
+use spoa_guard::limits::{KeySpec, LimitSpec as LimitConfig};
 use spoa_guard::limits::{Limit, Limits, Take};
-use spoa_guard::request::Request;
 
 /// Tokens per second and burst of the benched limits: high enough that every take in
 /// the `take` groups is allowed (the longer, writing path).
@@ -66,15 +67,10 @@ fn sources(n: usize, seed: u64) -> Vec<IpAddr> {
 
 fn config(name: &str, key: &str, max_keys: usize) -> LimitConfig {
     LimitConfig {
-        name: name.into(),
-        key: key.into(),
-        rate: RATE,
-        burst: BURST,
-        path_prefix: None,
-        methods: Vec::new(),
-        host: None,
-        max_keys,
-        dry_run: false,
+        key: KeySpec::parse(key).unwrap(),
+        burst: Some(BURST),
+        max_keys: Some(max_keys),
+        ..LimitConfig::new(RuleName::new(name).unwrap(), RATE)
     }
 }
 
@@ -328,7 +324,7 @@ fn retain_recent(c: &mut Criterion) {
         let limits = Limits::build(
             &[LimitConfig {
                 rate: 0.001,
-                burst: 1,
+                burst: Some(1),
                 ..config("l", "src", n)
             }],
             None,

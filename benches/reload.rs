@@ -61,10 +61,12 @@ mod common;
 use bytes::Bytes;
 use common::{asn_range_starts, lines, write_random_ipv4_list, BenchRng, CpuShares, CpuTimes};
 use hdrhistogram::Histogram;
+use spoa_guard::agent::Agent;
 use spoa_guard::config::Config;
-use spoa_guard::engine::{Engine, Request, Summary};
+use spoa_guard::decision::Request;
+use spoa_guard::engine::Engine;
 use spoa_guard::reload::{Cause, Outcome, Reloader, Stamps};
-use spoa_guard::server::{self, Listener, Shared};
+use spoa_guard::server::{self, Listener, Service};
 use spoa_guard::spop::client::Client;
 use spoa_guard::spop::{Action, Arg, Message, TypedData};
 use tokio::runtime::Runtime;
@@ -332,8 +334,8 @@ fn reload_times(runtime: &Runtime, label: &str, path: &Path, reloads: usize, mix
     let free = started.elapsed();
 
     let (config, stamps, engine) = first_load(path);
-    let summary = Summary::of(&engine).to_string();
-    let shared = Arc::new(Shared::new(engine, &config.server));
+    let summary = engine.summary().to_string();
+    let shared = Arc::new(Agent::with_engine(engine));
     let mut reloader = Reloader::new(config, stamps, shared.clone());
     // Decisions on a just-swapped engine, by a thread that used the previous one (as a
     // worker would): the first pass over the mix and the second.
@@ -342,7 +344,7 @@ fn reload_times(runtime: &Runtime, label: &str, path: &Path, reloads: usize, mix
     let mut times: Vec<Duration> = runtime.block_on(async {
         let mut times = Vec::with_capacity(reloads);
         for _ in 0..reloads {
-            let old = Arc::downgrade(&shared.engine.load_full());
+            let old = Arc::downgrade(&shared.engine());
             let started = Instant::now();
             expect_applied(reloader.reload(Cause::Signal).await);
             times.push(started.elapsed());
@@ -350,7 +352,7 @@ fn reload_times(runtime: &Runtime, label: &str, path: &Path, reloads: usize, mix
                 for (i, message) in mix.iter().enumerate() {
                     let request = Request::from_message(message);
                     let started = Instant::now();
-                    black_box(shared.engine.load().evaluate(&request, started));
+                    black_box(shared.in_force().engine.evaluate(&request, started));
                     let nanos = started.elapsed().as_nanos() as u64;
                     hist.saturating_record(nanos.max(1));
                     if pass == 0 && i == 0 {
@@ -487,15 +489,17 @@ fn latency(
     let (config, stamps, engine) = first_load(path);
     let listener = {
         let _guard = runtime.enter();
-        Listener::bind(&config.server.listen, config.server.backlog).unwrap()
+        let server = &config.startup.server;
+        Listener::bind(&server.listen, server.backlog()).unwrap()
     };
     let addr = listener.local_addr().unwrap();
-    let shared = Arc::new(Shared::new(engine, &config.server));
+    let shared = Arc::new(Agent::with_engine(engine));
     let shutdown = CancellationToken::new();
+    let service = Arc::new(Service::new(shared.clone(), &config.startup.server));
     let server = runtime.spawn(server::run(
         listener,
-        shared.clone(),
-        config.server.max_connections,
+        service,
+        config.startup.server.max_connections,
         shutdown.clone(),
         Duration::from_secs(5),
     ));
@@ -842,7 +846,7 @@ fn is_deny(actions: &[Action]) -> bool {
 
 /// The engine alone, as a connection calls it, one call every `every`.
 fn run_probe(
-    shared: &Shared,
+    shared: &Agent,
     messages: &[Message],
     every: Duration,
     recorder: &Recorder,
@@ -858,7 +862,7 @@ fn run_probe(
         i += 1;
         let slot = recorder.slot();
         let started = Instant::now();
-        let verdict = shared.engine.load().evaluate(&request, started);
+        let verdict = shared.in_force().engine.evaluate(&request, started);
         let nanos = started.elapsed().as_nanos() as u64;
         recorder.record(&mut samples.hists, slot, nanos);
         samples.sent += 1;

@@ -47,8 +47,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use common::lines;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
-use spoa_guard::config::{RuleAction, UaSource, UserAgentRule};
+use spoa_guard::decision::{RuleAction, RuleName};
 use spoa_guard::rules::user_agent::{UaRule, UaRules};
+use spoa_guard::rules::{UaSource, UserAgentSpec as UserAgentRule};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,9 +58,16 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn rule(name: &str, source: UaSource, ignore_case: bool, literal: bool) -> UserAgentRule {
+    let (pattern, file, empty) = match source {
+        UaSource::Pattern(p) => (Some(p), None, false),
+        UaSource::File(f) => (None, Some(f), false),
+        UaSource::Empty => (None, None, true),
+    };
     UserAgentRule {
-        name: name.to_owned(),
-        source,
+        name: RuleName::new(name).unwrap(),
+        pattern,
+        file,
+        empty,
         action: RuleAction::Deny,
         ignore_case,
         literal,

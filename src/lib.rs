@@ -5,33 +5,64 @@
 //! rules and answers with an ACK that sets `txn.guard.*` variables, which the HAProxy
 //! configuration turns into a 403, a 429 or nothing.
 //!
-//! # Layout
-//!
-//! The file tree follows the data flow of one request:
+//! # Data flow of one request
 //!
 //! ```text
-//!  bytes ──► spop::SpopCodec ──► spop::Frame ──► server::conn ──► engine::Request
-//!                                                      │               │
-//!                                                      │       engine::Engine::evaluate
-//!                                                      │               │
-//!  bytes ◄── spop::SpopCodec ◄── spop::Frame (ACK) ◄───┴──── engine::Verdict
+//!  bytes ─► server::conn ─► spop::notify (args, in place) ─► decision::Request
+//!                                                                 │
+//!                         agent::Decider::decide ◄────────────────┘
+//!                           ├─ engine::Engine::evaluate: steps allowlist → blocklist →
+//!                           │    asn → user-agent → rate-limit (rules, limits)
+//!                           └─ recorders: metrics, per-rule hits, insight, deny log
+//!                                                                 │
+//!  bytes ◄─ server::conn ◄─ spop::AckWriter (set-var per variable) ◄─ decision::Verdict
 //! ```
 //!
-//! * [`spop`] — the protocol: varints, typed data, frames, the length-prefixed codec and
-//!   the HELLO negotiation. Pure functions over buffers; no I/O.
-//! * [`server`] — listeners, the accept loop, one task per connection with its
-//!   Hello → Serving → Closing states, graceful shutdown.
-//! * [`engine`] — the decision: a synchronous function of (request, rule set) to verdict,
-//!   and the one place that knows the names of the variables sent back.
-//! * [`request`] — the facts about one request, as every rule sees them.
-//! * [`rules`] — rule files (IP/CIDR lists) compiled into immutable lookup structures.
-//! * [`config`] — the TOML configuration: parsed, validated, then frozen.
-//! * [`reload`] — rebuilding the rules off the request path and swapping them in.
-//! * [`metrics`] — counters shared by the connection tasks; [`throttle`] keeps logs of
-//!   repeated problems to one line per interval.
+//! # Layers
 //!
-//! Dependencies run one way: `server` uses `spop` and `engine`; `engine` uses `rules`;
-//! `spop` knows nothing about rules and `engine` nothing about sockets or frames.
+//! Each module uses only the modules listed before it (`tests/layers.rs` fails on an
+//! import that points up, which would make a cycle):
+//!
+//! | layer | modules | owns |
+//! |---|---|---|
+//! | 0 | [`util`] | prehashed map hasher, log throttle, settings problems, Unix time |
+//! | 1 | [`spop`] | the protocol: varints, typed data, frames, codec, HELLO, ACK writer; pure, no I/O |
+//! | 2 | [`decision`] | the shared vocabulary: `Request`, `Verdict`, `Decision`, `Reason`, rule names |
+//! | 3 | [`rules`], [`limits`] | rule files compiled into lookup structures; rate-limit buckets; each layer's settings (`[lists]`, `[asn]`, `[[user_agent]]`; `[[limit]]`) |
+//! | 4 | [`engine`] | the decision pipeline, its steps and notes, the rule table, the reloadable [`engine::RuleSettings`] |
+//! | 5 | [`insight`] | heavy hitters over sliding windows (`/top`), `[insight]` |
+//! | 6 | [`metrics`] | counter and gauge newtypes, histogram, per-rule hits, the Prometheus exposition by area |
+//! | 7 | [`agent`] | the agent's state, `decide` = engine + recorders, periodic tasks |
+//! | 8 | [`server`], [`ops`] | the SPOP listener and sessions, `[server]`; the operations HTTP listener, `[metrics]` |
+//! | 9 | [`config`] | assembles every layer's settings from the file and the environment, `file:line` errors, `[log]`, `[reload]` |
+//! | 10 | [`reload`] | watch files, rebuild off the request path, swap |
+//! | 11 | [`cli`], [`serve`] | the tool commands (`check`, `eval`, `top`); the composition root that starts an agent |
+//!
+//! `config` sits above the server and the operations listener (not below, as in a
+//! classic layout) because it only assembles what each layer owns; `reload` sits above
+//! `config` because it re-reads the file.
+//!
+//! # Adding a rule kind
+//!
+//! A new kind of rule (say country rules) touches these places and no others:
+//!
+//! 1. **Its settings**, in the layer that compiles it: a `Deserialize` type with a
+//!    `validate() -> Vec<Invalid>` (keys relative to its section) and, if it names files,
+//!    `rebase` and `files`; add it to [`engine::RuleSettings`] (a field, its
+//!    `SECTIONS` entry, and a line in `validate`/`rebase`/`files`) and read it in
+//!    `config::assemble` (one line: `reader.table("geo")`).
+//! 2. **Its matcher**, under [`rules`] (or its own module): built once per rule set, any
+//!    structure it likes — one matcher for all its rules is the point — loaded in
+//!    [`rules::RuleSet::load`].
+//! 3. **Its step**: a [`engine::Step`] variant with its [`engine::StepInfo`] (title, noun,
+//!    unit, gauges), a `Reason` variant, one function in `engine/steps.rs` that returns
+//!    decide or continue and emits [`engine::Note`]s (a `Note` variant and its
+//!    rendering), the step's line in the pipeline's `match`, and its rules' rows in
+//!    `RuleTable::build`.
+//!
+//! From those, everything else follows: verdict ids and per-rule hit counters (from the
+//! rule table), decision counters (from `Reason`), `check` output, the `Summary`, the
+//! `spoa_guard_rules` gauges and `eval` (from the step and its notes).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]
@@ -44,17 +75,18 @@
     clippy::cast_possible_truncation
 )]
 
-pub mod admin;
+pub mod agent;
+pub mod cli;
 pub mod config;
+pub mod decision;
 pub mod engine;
 pub mod insight;
 pub mod limits;
 pub mod metrics;
-pub mod prehashed;
+pub mod ops;
 pub mod reload;
-pub mod request;
 pub mod rules;
+pub mod serve;
 pub mod server;
 pub mod spop;
-pub mod throttle;
-pub mod top;
+pub mod util;

@@ -9,9 +9,9 @@
 //! Without it the promtool tests print `SKIPPED:` and pass, except under `CI=true`, where
 //! they fail.
 
-#[path = "common/agent.rs"]
-#[allow(dead_code)]
-mod agent;
+mod common;
+
+use common::agent;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

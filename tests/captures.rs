@@ -135,7 +135,7 @@ fn assert_no_failures(what: &str, failures: &[String]) {
 
 /// The outcome of a decode, comparable across calls (errors by status and label).
 fn outcome(result: Result<Option<Frame>, Error>) -> Result<Option<Frame>, (u32, &'static str)> {
-    result.map_err(|e| (e.status().0, e.kind()))
+    result.map_err(|e| (e.status().0, e.kind().as_str()))
 }
 
 fn s(text: &str) -> TypedData {

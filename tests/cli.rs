@@ -1,9 +1,9 @@
 //! The `spoa-guard` binary: `check` exit codes and `file:line` errors, `serve` refusing
 //! bad input, SIGTERM shutdown and SIGHUP reload.
 
-#[path = "common/agent.rs"]
-#[allow(dead_code)]
-mod agent;
+mod common;
+
+use common::agent;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -4,12 +4,10 @@
 //!
 //! A missing HAProxy prints `SKIPPED:`; under `CI=true` it fails the test instead.
 
-#[path = "common/agent.rs"]
-#[allow(dead_code)]
-mod agent;
-#[path = "common/haproxy.rs"]
 #[macro_use]
-mod haproxy;
+mod common;
+
+use common::{agent, haproxy};
 
 use std::time::Duration;
 

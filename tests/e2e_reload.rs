@@ -21,14 +21,10 @@
 //!
 //! A missing HAProxy prints `SKIPPED:`; under `CI=true` it fails the test instead.
 
-#[path = "common/agent.rs"]
-#[allow(dead_code)]
-mod agent;
-#[path = "common/configmap.rs"]
-mod configmap;
-#[path = "common/haproxy.rs"]
 #[macro_use]
-mod haproxy;
+mod common;
+
+use common::{agent, configmap, haproxy};
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};

@@ -7,8 +7,9 @@
 //!
 //! A missing HAProxy skips with a `SKIPPED:` line, or fails under `CI=true`.
 
-#[path = "common/haproxy.rs"]
-mod haproxy;
+mod common;
+
+use common::haproxy;
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -2,9 +2,9 @@
 //! sent, with the right labels and never a label taken from a request; it keeps
 //! answering while SPOP traffic flows; `/healthz` and `/readyz` say what they should.
 
-#[path = "common/agent.rs"]
-#[allow(dead_code)]
-mod agent;
+mod common;
+
+use common::agent;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,32 +14,20 @@ use std::time::{Duration, Instant};
 
 use agent::{arg, guard_check, ipv4, Agent};
 use bytes::Bytes;
-use spoa_guard::admin::{self, Admin};
 use spoa_guard::spop::client::Client;
 use spoa_guard::spop::{Message, TypedData};
-use tokio_util::sync::CancellationToken;
 
 /// An agent with its operations endpoint on a free loopback port.
 struct Ops {
     agent: Agent,
-    admin: Arc<Admin>,
     url: String,
 }
 
 async fn start() -> Ops {
-    let agent = Agent::start().await;
-    let listener = admin::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let admin = Admin::new(agent.shared.clone());
-    admin.set_ready(true);
-    tokio::spawn(admin::serve(
-        listener,
-        admin.clone(),
-        CancellationToken::new(),
-    ));
+    let agent = Agent::with_ops().await;
+    let addr: SocketAddr = agent.ops.unwrap();
     Ops {
         agent,
-        admin,
         url: format!("http://{addr}"),
     }
 }
@@ -252,8 +240,16 @@ async fn health_readiness_and_other_paths() {
         (200, "ok\n".into())
     );
     assert_eq!(get(&format!("{}/readyz", ops.url)).await.0, 200);
-    ops.admin.set_ready(false);
-    assert_eq!(get(&format!("{}/readyz", ops.url)).await.0, 503);
+    // Shutting down: not ready any more, still alive while connections drain.
+    ops.agent.shutdown.cancel();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while get(&format!("{}/readyz", ops.url)).await.0 != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz still 200 after shutdown began"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(get(&format!("{}/healthz", ops.url)).await.0, 200);
     assert_eq!(get(&format!("{}/nope", ops.url)).await.0, 404);
     let posted = reqwest::Client::new()

@@ -12,19 +12,20 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-#[path = "common/configmap.rs"]
-mod configmap;
+mod common;
+
+use common::configmap;
 
 use configmap::ConfigMap;
+use spoa_guard::agent::Agent;
 use spoa_guard::config::Config;
-use spoa_guard::engine::{Engine, Request};
-use spoa_guard::metrics::Metrics;
+use spoa_guard::decision::{Decision, Request};
+use spoa_guard::engine::Engine;
+use spoa_guard::metrics::{Metrics, ReloadResult};
 use spoa_guard::reload::{Cause, Outcome, Reloader, Stamps};
-use spoa_guard::server::Shared;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +36,7 @@ const DEADLINE: Duration = Duration::from_secs(5);
 /// A reloader over a temporary directory holding `guard.toml` and its files.
 struct Live {
     dir: tempfile::TempDir,
-    shared: Arc<Shared>,
+    shared: Arc<Agent>,
     force: Arc<Notify>,
     shutdown: CancellationToken,
 }
@@ -48,6 +49,16 @@ impl Drop for Live {
 
 /// The `[reload]` section used unless a test says otherwise: inotify only.
 const WATCH_ONLY: &str = "[reload]\ndebounce_ms = 100\npoll_secs = 0\n";
+
+/// Reloads applied so far.
+fn applied(m: &Metrics) -> u64 {
+    m.reloads.of(ReloadResult::Success).get()
+}
+
+/// Reloads failed so far.
+fn failed(m: &Metrics) -> u64 {
+    m.reloads.of(ReloadResult::Failure).get()
+}
 
 impl Live {
     /// Writes `files` and a configuration made of `[server]`, `reload` and `rules`, then
@@ -71,7 +82,7 @@ impl Live {
         let config = Config::load(&path).unwrap();
         let stamps = stamps.extended_to(&config.files());
         let engine = Engine::load(&config.rules, &config.path, None).unwrap();
-        let shared = Arc::new(Shared::new(engine, &config.server));
+        let shared = Arc::new(Agent::with_engine(engine));
         let reloader = Reloader::new(config, stamps, shared.clone());
         let force = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
@@ -103,10 +114,10 @@ impl Live {
             ua: Some(b"Mozilla/5.0"),
             args: Default::default(),
         };
-        let verdict = self.shared.engine.load().evaluate(&request, now);
+        let verdict = self.shared.in_force().engine.evaluate(&request, now);
         match verdict.decision {
-            spoa_guard::engine::Decision::Allow => "allow".into(),
-            spoa_guard::engine::Decision::Deny => String::from_utf8_lossy(&verdict.rule).into(),
+            Decision::Allow => "allow".into(),
+            Decision::Deny => String::from_utf8_lossy(&verdict.rule).into(),
         }
     }
 
@@ -126,31 +137,29 @@ impl Live {
         }
     }
 
-    fn count(&self, counter: impl Fn(&Metrics) -> &AtomicU64) -> u64 {
-        Metrics::get(counter(&self.shared.metrics))
+    fn count(&self, counter: impl Fn(&Metrics) -> u64) -> u64 {
+        counter(&self.shared.metrics)
     }
 
     fn applied(&self) -> u64 {
-        self.count(|m| &m.reloads_applied_total)
+        self.count(applied)
     }
 
     fn failed(&self) -> u64 {
-        self.count(|m| &m.reloads_failed_total)
+        self.count(failed)
     }
 
     /// Waits until the applied-reload counter reaches `n`.
     async fn until_applied(&self, n: u64) {
-        self.until_count("applied", n, |m| &m.reloads_applied_total)
-            .await;
+        self.until_count("applied", n, applied).await;
     }
 
     /// Waits until the failed-reload counter reaches `n`.
     async fn until_failed(&self, n: u64) {
-        self.until_count("failed", n, |m| &m.reloads_failed_total)
-            .await;
+        self.until_count("failed", n, failed).await;
     }
 
-    async fn until_count(&self, what: &str, n: u64, counter: impl Fn(&Metrics) -> &AtomicU64) {
+    async fn until_count(&self, what: &str, n: u64, counter: impl Fn(&Metrics) -> u64) {
         let started = Instant::now();
         while self.count(&counter) < n {
             assert!(
@@ -340,13 +349,13 @@ async fn a_broken_edit_keeps_the_rules_in_force_and_counts_a_failure() {
         "allow",
         "nothing of the broken file"
     );
-    assert_eq!(live.count(|m| &m.reload_failing), 1);
+    assert_eq!(live.count(|m| m.reload_failing.get() as u64), 1);
     assert_eq!(live.applied(), 0);
 
     // The operator fixes the line: the fix applies and the failure gauge clears.
     write(&file, "10.0.0.2\n");
     live.until("10.0.0.2", "block").await;
-    assert_eq!(live.count(|m| &m.reload_failing), 0);
+    assert_eq!(live.count(|m| m.reload_failing.get() as u64), 0);
     assert_eq!(live.failed(), 1);
 }
 
@@ -378,7 +387,7 @@ async fn the_reload_error_names_file_and_line() {
     let path = dir.path().join("guard.toml");
     let config = Config::load(&path).unwrap();
     let engine = Engine::load(&config.rules, &config.path, None).unwrap();
-    let shared = Arc::new(Shared::new(engine, &config.server));
+    let shared = Arc::new(Agent::with_engine(engine));
     let mut reloader = Reloader::new(config, Stamps::default(), shared.clone());
 
     write(&dir.path().join("block.txt"), "10.0.0.1\n\n10.0.0.300\n");
@@ -454,8 +463,8 @@ async fn settings_that_need_a_restart_are_reported_and_the_rules_applied() {
         outcome,
         Outcome::Applied {
             restart_needed: vec![
+                "log.level (info → debug)".into(),
                 "server.listen (127.0.0.1:0 → 127.0.0.1:9)".into(),
-                "log.level (\"info\" → \"debug\")".into(),
             ]
         }
     );
@@ -497,7 +506,7 @@ async fn a_list_in_a_directory_created_later_is_found_by_the_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_old_rules_are_freed_once_unused() {
     let live = one_list();
-    let old = Arc::downgrade(&live.shared.engine.load_full());
+    let old = Arc::downgrade(&live.shared.engine());
     write(&live.path("block.txt"), "10.0.0.2\n");
     live.until("10.0.0.2", "block").await;
     let started = Instant::now();

@@ -1,16 +1,15 @@
 //! The agent over real loopback TCP: handshake, NOTIFY → ACK decisions, pipelining,
 //! protocol errors with their DISCONNECT status codes, shutdown and connection bursts.
 
-#[path = "common/agent.rs"]
-#[allow(dead_code)]
-mod agent;
+mod common;
+
+use common::agent;
 
 use std::time::Duration;
 
 use agent::{capture, guard_check, ipv4, ipv6, Agent, Raw};
 use bytes::Bytes;
-use spoa_guard::engine::Decision;
-use spoa_guard::metrics::Metrics;
+use spoa_guard::decision::Decision;
 use spoa_guard::spop::client::Client;
 use spoa_guard::spop::hello::haproxy_hello;
 use spoa_guard::spop::{Action, Flags, Frame, KvList, Message, Payload, Scope, Status, TypedData};
@@ -86,7 +85,7 @@ async fn healthcheck_is_answered_then_closed() {
         raw.closed().await,
         "connection must close after a health check"
     );
-    assert_eq!(Metrics::get(&agent.shared.metrics.healthchecks_total), 1);
+    assert_eq!(agent.state.metrics.healthchecks.get(), 1);
 }
 
 #[tokio::test]
@@ -155,8 +154,8 @@ async fn decisions_follow_the_lists() {
         };
         assert_eq!(var(&vars, "status"), status, "{src:?}");
     }
-    assert_eq!(agent.shared.metrics.decided(Decision::Deny), 5);
-    assert_eq!(agent.shared.metrics.decided(Decision::Allow), 3);
+    assert_eq!(agent.state.metrics.decisions_of(Decision::Deny), 5);
+    assert_eq!(agent.state.metrics.decisions_of(Decision::Allow), 3);
 }
 
 #[tokio::test]
@@ -178,7 +177,7 @@ async fn missing_or_bad_src_is_allowed_and_counted() {
     };
     let vars = vars(&client.notify(3, 1, vec![no_src]).await.unwrap());
     assert_eq!(var(&vars, "action"), Some(&TypedData::str("allow")));
-    assert_eq!(Metrics::get(&agent.shared.metrics.invalid_src_total), 4);
+    assert_eq!(agent.state.metrics.invalid_src.get(), 4);
 }
 
 #[tokio::test]
@@ -324,7 +323,7 @@ async fn protocol_errors_disconnect_with_their_status() {
         assert!(message.len() <= 255);
         assert!(raw.closed().await, "closed after {bytes:02x?}");
     }
-    assert_eq!(agent.shared.metrics.protocol_errors(), 13);
+    assert_eq!(agent.state.metrics.protocol_errors.total(), 13);
 }
 
 fn frame_bytes(frame: Frame) -> Vec<u8> {
@@ -372,7 +371,7 @@ async fn haproxy_disconnect_is_answered_with_status_0() {
         assert_eq!(disconnect(raw.recv().await).0, Status::NORMAL);
         assert!(raw.closed().await);
     }
-    assert_eq!(agent.shared.metrics.protocol_errors(), 0);
+    assert_eq!(agent.state.metrics.protocol_errors.total(), 0);
 }
 
 #[tokio::test]
@@ -386,8 +385,8 @@ async fn peer_reset_is_a_normal_close() {
         .unwrap();
     drop(stream);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(agent.shared.metrics.protocol_errors(), 0);
-    assert_eq!(Metrics::get(&agent.shared.metrics.connections_active), 0);
+    assert_eq!(agent.state.metrics.protocol_errors.total(), 0);
+    assert_eq!(agent.state.metrics.connections_active.get(), 0);
 }
 
 #[tokio::test]
@@ -439,7 +438,7 @@ async fn burst_of_200_connections_is_served() {
         let expected = if i % 2 == 0 { "deny" } else { "allow" };
         assert_eq!(action, Some(TypedData::str(expected)), "connection {i}");
     }
-    assert_eq!(Metrics::get(&agent.shared.metrics.connections_total), 200);
+    assert_eq!(agent.state.metrics.connections.get(), 200);
 }
 
 #[tokio::test]
@@ -469,15 +468,19 @@ async fn connection_cap_queues_instead_of_refusing() {
 async fn unix_socket_listener() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.sock");
-    let listen = spoa_guard::config::Listen::Unix(path.clone());
+    let listen = spoa_guard::server::Listen::Unix(path.clone());
     let listener = spoa_guard::server::Listener::bind(&listen, 16).unwrap();
     // A second bind on a live socket is refused rather than stealing it.
     assert!(spoa_guard::server::Listener::bind(&listen, 16).is_err());
-    let agent = Agent::start().await; // borrow its shared state and config
+    let agent = Agent::start().await; // borrow its state
+    let service = spoa_guard::server::Service::new(
+        agent.state.clone(),
+        &spoa_guard::server::ServerSettings::default(),
+    );
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(spoa_guard::server::run(
         listener,
-        agent.shared.clone(),
+        std::sync::Arc::new(service),
         8,
         shutdown.clone(),
         Duration::from_secs(1),

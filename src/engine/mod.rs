@@ -1,10 +1,15 @@
 //! The decision: [`Engine::evaluate`] turns one [`Request`] into one [`Verdict`].
 //!
 //! It is a synchronous function of the request, the compiled rules and the time: no I/O,
-//! no locks held, no `.await`. The connection layer turns the verdict into ACK actions
-//! ([`Verdict::actions`]); the engine never sees a frame or a socket.
+//! no locks held, no `.await`. The agent records the verdict and the connection writes it
+//! into an ACK; the engine never sees a frame or a socket.
 //!
-//! Evaluation order (design.md), first decisive step wins:
+//! # The pipeline
+//!
+//! Evaluation runs the [`Step`]s in order (design.md "Evaluation order"); each step is
+//! one function in `steps.rs` that answers "decide" or "continue", and the first that
+//! decides wins:
+//!
 //! 1. **allowlist** → `allow`, nothing else is evaluated;
 //! 2. **blocklist** → `deny`;
 //! 3. **asn**: the source's AS is blocked → `deny` (rule `AS<n>`);
@@ -18,26 +23,41 @@
 //!
 //! A **dry-run** rule is evaluated and counted like the others but never changes the
 //! decision: a dry-run list or user-agent rule does not stop evaluation, a dry-run limit
-//! takes tokens but never denies. The first dry-run rule (in evaluation order) that would
-//! have denied is reported as `dry_run`.
+//! takes tokens but never denies. Every dry-run rule that matches is recorded in the
+//! verdict's `dry_run_hits` (each gets its hit counted); the first one (in evaluation
+//! order) that would have denied is reported as `dry_run`.
 //!
-//! [`Engine::explain`] runs the same code with an [`Explain`] sink that records every
-//! step in words, for `spoa-guard eval`; on the hot path the sink is a no-op that the
-//! compiler removes.
+//! Every rule has a number ([`RuleTable`]): a verdict names the rule behind it by number,
+//! so that counting is an index; the table also tells metrics, `check` and `eval` what the
+//! engine holds.
+//!
+//! # Explaining
+//!
+//! [`Engine::explain`] runs the same steps with an [`Explanation`] that collects every
+//! [`Note`]; and it goes on after the decision, so that `eval` shows what the later
+//! steps would have said (marked not reached; they take no token and count nothing). On
+//! the request path the sink is [`Silent`] and the notes are never built.
 
-mod verdict;
+mod notes;
+mod settings;
+mod step;
+mod steps;
+mod table;
 
 use std::path::Path;
 use std::time::Instant;
 
-use bytes::Bytes;
+use strum::IntoEnumIterator;
 
-pub use crate::request::{canonical, Request};
-pub use verdict::{Decision, DryRun, Reason, Verdict, STATUS_FORBIDDEN, STATUS_TOO_MANY_REQUESTS};
+pub use notes::{Bucket, Effect, Explanation, Note, Notes, Silent, StepNotes};
+pub use settings::RuleSettings;
+pub use step::{Measure, Step, StepInfo};
+pub use table::{RuleInfo, RuleTable, StepSummary, Summary, ASN_RULE};
 
-use crate::config::{RuleAction, RulesConfig};
-use crate::limits::{Limits, Take};
+use crate::decision::{Request, Verdict};
+use crate::limits::Limits;
 use crate::rules::{LoadError, LoadErrors, RuleSet};
+use steps::{Evaluation, Flow};
 
 /// Compiled rules and rate-limit state, ready to evaluate requests. Shared behind an
 /// `Arc` and replaced whole on reload; rate-limit buckets of unchanged limits are carried
@@ -46,62 +66,42 @@ use crate::rules::{LoadError, LoadErrors, RuleSet};
 pub struct Engine {
     rules: RuleSet,
     limits: Limits,
-}
-
-/// Receives a description of each evaluation step (see [`Engine::explain`]).
-pub trait Explain {
-    /// Records one step; `line` is only called when someone listens.
-    fn note(&mut self, line: impl FnOnce() -> String);
-}
-
-/// The hot path's [`Explain`]: records nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Silent;
-
-impl Explain for Silent {
-    #[inline(always)]
-    fn note(&mut self, _line: impl FnOnce() -> String) {}
-}
-
-/// An [`Explain`] that keeps every line.
-#[derive(Debug, Clone, Default)]
-pub struct Explanation(pub Vec<String>);
-
-impl Explain for Explanation {
-    fn note(&mut self, line: impl FnOnce() -> String) {
-        self.0.push(line());
-    }
+    table: RuleTable,
 }
 
 impl Engine {
     /// An engine over loaded rules and built limits.
     pub fn new(rules: RuleSet, limits: Limits) -> Self {
-        Self { rules, limits }
+        let table = RuleTable::build(&rules, &limits);
+        Self {
+            rules,
+            limits,
+            table,
+        }
     }
 
-    /// Loads every rule input named by `config` and builds the limits, carrying over the
-    /// buckets of unchanged limits from `previous`. `config_path` locates errors in inline
-    /// settings (patterns, limit keys).
+    /// Loads every rule input named by `settings` and builds the limits, carrying over
+    /// the buckets of unchanged limits from `previous`. `config_path` locates errors in
+    /// inline settings (user-agent patterns).
     ///
     /// # Errors
     ///
     /// Every problem in every input, with file and line where there is one.
     pub fn load(
-        config: &RulesConfig,
+        settings: &RuleSettings,
         config_path: &Path,
         previous: Option<&Engine>,
     ) -> Result<Engine, LoadErrors> {
-        let rules = RuleSet::load(config, config_path);
-        let limits = Limits::build(&config.limits, previous.map(|e| &e.limits))
-            .map_err(|message| LoadErrors::from(LoadError::file(config_path, message)));
+        let rules = RuleSet::load(
+            &settings.lists,
+            &settings.asn,
+            &settings.user_agent,
+            config_path,
+        );
+        let limits = Limits::build(&settings.limit, previous.map(|e| &e.limits))
+            .map_err(|err| LoadErrors::from(LoadError::file(config_path, err.to_string())));
         match (rules, limits) {
-            (Ok(rules), Ok(limits)) => {
-                if limits.needs_asn() && rules.asn_db.is_empty() {
-                    let message = "a [[limit]] key uses `asn` but [asn] databases is empty";
-                    return Err(LoadError::file(config_path, message).into());
-                }
-                Ok(Engine::new(rules, limits))
-            }
+            (Ok(rules), Ok(limits)) => Ok(Engine::new(rules, limits)),
             (Err(LoadErrors(mut a)), Err(LoadErrors(b))) => {
                 a.extend(b);
                 Err(LoadErrors(a))
@@ -120,6 +120,16 @@ impl Engine {
         &self.limits
     }
 
+    /// Every rule, numbered as verdicts name them.
+    pub fn table(&self) -> &RuleTable {
+        &self.table
+    }
+
+    /// What the engine holds, in numbers.
+    pub fn summary(&self) -> Summary {
+        Summary::of(&self.table, self.rules.asn_db.ranges())
+    }
+
     /// Decides one request at time `now`.
     ///
     /// A request without a usable source address is allowed with reason `none`: it is a
@@ -128,7 +138,8 @@ impl Engine {
     ///
     /// ```
     /// use std::time::Instant;
-    /// use spoa_guard::engine::{Decision, Engine, Reason, Request};
+    /// use spoa_guard::decision::{Decision, Reason, Request};
+    /// use spoa_guard::engine::Engine;
     /// use spoa_guard::limits::Limits;
     /// use spoa_guard::rules::ip::{IpList, IpMatcher};
     /// use spoa_guard::rules::RuleSet;
@@ -142,282 +153,84 @@ impl Engine {
     /// assert_eq!(&verdict.rule[..], b"drop");
     /// ```
     pub fn evaluate(&self, request: &Request<'_>, now: Instant) -> Verdict {
-        self.run(request, now, &mut Silent)
+        self.run(request, now, &mut Silent, false)
     }
 
     /// Decides one request like [`Engine::evaluate`] (rate-limit tokens are taken too)
-    /// and describes every step, for `spoa-guard eval`.
-    pub fn explain(&self, request: &Request<'_>, now: Instant) -> (Verdict, Vec<String>) {
+    /// and collects what every step says, including the steps after the decision (which
+    /// take no token and count nothing), for `spoa-guard eval`.
+    pub fn explain(&self, request: &Request<'_>, now: Instant) -> (Verdict, Explanation) {
         let mut explanation = Explanation::default();
-        let verdict = self.run(request, now, &mut explanation);
-        (verdict, explanation.0)
+        let verdict = self.run(request, now, &mut explanation, true);
+        (verdict, explanation)
     }
 
-    fn run(&self, request: &Request<'_>, now: Instant, out: &mut impl Explain) -> Verdict {
-        let rules = &self.rules;
+    /// Runs the steps in order until one decides (`past_decision`: and the rest too,
+    /// for their notes).
+    #[inline]
+    fn run<N: Notes>(
+        &self,
+        request: &Request<'_>,
+        now: Instant,
+        notes: &mut N,
+        past_decision: bool,
+    ) -> Verdict {
         let Some(src) = request.src else {
-            out.note(|| "no usable source address: allowed (a HAProxy configuration error)".into());
+            notes.note(|| Note::NoSource);
             return Verdict::allow_none();
         };
-        let asn = rules.asn_db.lookup(src);
-        out.note(|| match asn {
-            Some(asn) => format!("source {src} is in AS{asn}"),
-            None if rules.asn_db.is_empty() => format!("source {src} (no ASN database loaded)"),
-            None => format!("source {src} is not in the ASN database"),
+        let asn = self.rules.asn_db.lookup(src);
+        notes.note(|| Note::Source {
+            src,
+            asn,
+            asn_database: !self.rules.asn_db.is_empty(),
         });
-        let mut dry_run: Option<DryRun> = None;
-        let finish = |mut verdict: Verdict, dry_run: Option<DryRun>| {
-            verdict.asn = asn;
-            verdict.dry_run = dry_run;
-            verdict
+        let mut ev = Evaluation {
+            engine: self,
+            request,
+            src,
+            asn,
+            now,
+            reached: true,
+            dry_run: None,
+            dry_run_hits: Default::default(),
+            allowed_by: None,
         };
-
-        // 1. allowlist
-        if let Some(name) = rules.allow_dry_run.lookup_rule(src) {
-            out.note(|| {
-                format!(
-                    "allowlist: dry-run list {} matches (would allow)",
-                    text(name)
-                )
-            });
-        }
-        if let Some(name) = rules.allow.lookup_rule(src) {
-            out.note(|| {
-                format!(
-                    "allowlist: {} matches → allow, nothing else evaluated",
-                    text(name)
-                )
-            });
-            return finish(
-                Verdict::new(Decision::Allow, Reason::Allowlist, name.clone()),
-                dry_run,
-            );
-        }
-        out.note(|| format!("allowlist: no match ({} entries)", rules.allow.entries()));
-
-        // 2. blocklist
-        if let Some(name) = rules.block_dry_run.lookup_rule(src) {
-            out.note(|| {
-                format!(
-                    "blocklist: dry-run list {} matches (would deny)",
-                    text(name)
-                )
-            });
-            dry_run.get_or_insert_with(|| DryRun::new(Reason::Blocklist, name.clone()));
-        }
-        if let Some(name) = rules.block.lookup_rule(src) {
-            out.note(|| format!("blocklist: {} matches → deny", text(name)));
-            return finish(
-                Verdict::new(Decision::Deny, Reason::Blocklist, name.clone()),
-                dry_run,
-            );
-        }
-        out.note(|| format!("blocklist: no match ({} entries)", rules.block.entries()));
-
-        // 3. asn
-        match asn {
-            Some(asn) if rules.asn_block.contains(asn) => {
-                let name = rules.asn_block.rule(asn).cloned().unwrap_or_default();
-                if rules.asn_dry_run {
-                    out.note(|| format!("asn: AS{asn} is blocked, dry run (would deny)"));
-                    dry_run.get_or_insert(DryRun::new(Reason::Asn, name));
-                } else {
-                    out.note(|| format!("asn: AS{asn} is blocked → deny"));
-                    return finish(Verdict::new(Decision::Deny, Reason::Asn, name), dry_run);
-                }
+        let mut decided: Option<Verdict> = None;
+        for step in Step::iter() {
+            if decided.is_some() && !past_decision {
+                break;
             }
-            Some(asn) => out.note(|| format!("asn: AS{asn} is not blocked")),
-            None => out.note(|| "asn: no ASN for the source".into()),
-        }
-
-        // 4. user-agent
-        let mut allowed_by: Option<&Bytes> = None;
-        for rule in rules.user_agents.rules() {
-            if !rule.matches(request.ua) {
-                continue;
-            }
-            let name = rule.name();
-            match (rule.action(), rule.dry_run()) {
-                (RuleAction::Deny, true) => {
-                    out.note(|| {
-                        format!(
-                            "user-agent: dry-run rule {} matches ({}) (would deny)",
-                            text(name),
-                            rule.describe()
-                        )
-                    });
-                    dry_run.get_or_insert_with(|| DryRun::new(Reason::UserAgent, name.clone()));
-                }
-                (RuleAction::Allow, true) => {
-                    out.note(|| {
-                        format!(
-                            "user-agent: dry-run rule {} matches ({}) (would allow)",
-                            text(name),
-                            rule.describe()
-                        )
-                    });
-                }
-                (RuleAction::Deny, false) => {
-                    out.note(|| {
-                        format!(
-                            "user-agent: rule {} matches ({}) → deny",
-                            text(name),
-                            rule.describe()
-                        )
-                    });
-                    return finish(
-                        Verdict::new(Decision::Deny, Reason::UserAgent, name.clone()),
-                        dry_run,
-                    );
-                }
-                (RuleAction::Allow, false) => {
-                    out.note(|| {
-                        format!(
-                            "user-agent: rule {} matches ({}) → allow; rate limits still apply",
-                            text(name),
-                            rule.describe()
-                        )
-                    });
-                    allowed_by = Some(name);
-                    break;
-                }
-            }
-        }
-        if allowed_by.is_none() {
-            out.note(|| {
-                format!(
-                    "user-agent: no rule decides ({} rules)",
-                    rules.user_agents.len()
-                )
-            });
-        }
-
-        // 5. rate limits
-        let mut limited: Option<(&Bytes, u32)> = None;
-        for limit in self.limits.iter() {
-            if !limit.applies(request) {
-                out.note(|| {
-                    format!(
-                        "limit {}: does not apply ({})",
-                        text(limit.name()),
-                        limit.describe()
-                    )
-                });
-                continue;
-            }
-            let take = limit.take(request, asn, now);
-            out.note(|| {
-                let outcome = match take {
-                    Take::Allowed => "token taken".to_string(),
-                    Take::Denied { retry_after } => {
-                        format!("bucket empty, retry after {}s", retry_seconds(retry_after))
-                    }
-                    Take::Untracked => "key cap reached, not limited".to_string(),
-                };
-                let dry = if limit.dry_run() { ", dry run" } else { "" };
-                format!(
-                    "limit {}: {} for {} ({}{dry})",
-                    text(limit.name()),
-                    outcome,
-                    limit.describe_key(request, asn),
-                    limit.describe()
-                )
-            });
-            let Take::Denied { retry_after } = take else {
-                continue;
+            ev.reached = decided.is_none();
+            notes.step(step, ev.reached);
+            let flow = match step {
+                Step::Allowlist => steps::allowlist(&mut ev, notes),
+                Step::Blocklist => steps::blocklist(&mut ev, notes),
+                Step::Asn => steps::asn(&mut ev, notes),
+                Step::UserAgent => steps::user_agent(&mut ev, notes),
+                Step::RateLimit => steps::rate_limit(&mut ev, notes),
             };
-            let seconds = retry_seconds(retry_after);
-            if limit.dry_run() {
-                dry_run.get_or_insert_with(|| DryRun::new(Reason::RateLimit, limit.name().clone()));
-            } else {
-                limited = match limited {
-                    None => Some((limit.name(), seconds)),
-                    Some((first, longest)) => Some((first, longest.max(seconds))),
-                };
+            if let (Flow::Decide(verdict), None) = (flow, &decided) {
+                decided = Some(verdict);
             }
         }
-        if let Some((name, seconds)) = limited {
-            out.note(|| format!("rate limit: {} → deny, retry after {seconds}s", text(name)));
-            let mut verdict = Verdict::new(Decision::Deny, Reason::RateLimit, name.clone());
-            verdict.retry_after = Some(seconds);
-            return finish(verdict, dry_run);
-        }
-
-        // 6.
-        let verdict = match allowed_by {
-            Some(name) => Verdict::new(Decision::Allow, Reason::UserAgent, name.clone()),
+        let mut verdict = decided.unwrap_or_else(|| match ev.allowed_by {
+            Some((id, name)) => {
+                let mut v = Verdict::new(
+                    crate::decision::Decision::Allow,
+                    crate::decision::Reason::UserAgent,
+                    name.clone(),
+                );
+                v.rule_id = Some(id);
+                v
+            }
             None => Verdict::allow_none(),
-        };
-        finish(verdict, dry_run)
+        });
+        verdict.asn = asn;
+        verdict.dry_run = ev.dry_run;
+        verdict.dry_run_hits = ev.dry_run_hits;
+        verdict
     }
-}
-
-/// What an engine holds, in numbers: for start-up and reload logs and `check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    /// Entries in enforcing allow lists.
-    pub allow_entries: usize,
-    /// Entries in enforcing block lists.
-    pub block_entries: usize,
-    /// Entries in dry-run allow and block lists.
-    pub dry_run_entries: usize,
-    /// Merged ranges of the ASN databases.
-    pub asn_ranges: usize,
-    /// Blocked ASNs.
-    pub asn_blocked: usize,
-    /// User-agent rules.
-    pub ua_rules: usize,
-    /// Patterns over all user-agent rules.
-    pub ua_patterns: usize,
-    /// Rate limits.
-    pub limits: usize,
-}
-
-impl Summary {
-    /// Counts what `engine` holds.
-    pub fn of(engine: &Engine) -> Self {
-        let r = &engine.rules;
-        Self {
-            allow_entries: r.allow.entries(),
-            block_entries: r.block.entries(),
-            dry_run_entries: r.allow_dry_run.entries() + r.block_dry_run.entries(),
-            asn_ranges: r.asn_db.ranges(),
-            asn_blocked: r.asn_block.len(),
-            ua_rules: r.user_agents.len(),
-            ua_patterns: r.user_agents.patterns(),
-            limits: engine.limits.len(),
-        }
-    }
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "allow {} entries, block {} entries, dry-run lists {} entries, ASN {} ranges with {} blocked, \
-             user-agent {} rules ({} patterns), {} limits",
-            self.allow_entries,
-            self.block_entries,
-            self.dry_run_entries,
-            self.asn_ranges,
-            self.asn_blocked,
-            self.ua_rules,
-            self.ua_patterns,
-            self.limits
-        )
-    }
-}
-
-/// Whole seconds for `txn.guard.retry_after`: rounded up, at least 1.
-fn retry_seconds(wait: std::time::Duration) -> u32 {
-    let secs = wait
-        .as_secs()
-        .saturating_add(u64::from(wait.subsec_nanos() > 0));
-    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
-}
-
-fn text(name: &Bytes) -> std::borrow::Cow<'_, str> {
-    String::from_utf8_lossy(name)
 }
 
 #[cfg(test)]
@@ -425,17 +238,22 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::Settings;
+    use crate::decision::{Decision, Reason, RuleId};
+    use steps::retry_seconds;
 
-    /// An engine from inline TOML, with `files` written next to the config first.
+    /// An engine from inline TOML rule sections, with `files` written next to the
+    /// configuration first.
     fn engine(toml: &str, files: &[(&str, &str)]) -> (Engine, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let path = dir.path().join("spoa-guard.toml");
-        let config = Settings::from_toml(toml).unwrap().validate(&path).unwrap();
-        (Engine::load(&config.rules, &path, None).unwrap(), dir)
+        let mut settings: RuleSettings = toml::from_str(toml).unwrap();
+        let problems = settings.validate();
+        assert!(problems.iter().all(|p| !p.is_error()), "{problems:?}");
+        settings.rebase(dir.path());
+        (Engine::load(&settings, &path, None).unwrap(), dir)
     }
 
     fn request<'a>(src: &str, ua: Option<&'a str>, path: &'a str) -> Request<'a> {
@@ -678,12 +496,12 @@ dry_run = true
     #[test]
     fn explain_names_every_step() {
         let (e, _dir) = engine(CONFIG, FILES);
-        let (v, steps) = e.explain(
+        let (v, explanation) = e.explain(
             &request("192.0.2.1", Some("sqlmap/1.7"), "/login"),
             Instant::now(),
         );
         assert_eq!(v.reason, Reason::UserAgent);
-        let text = steps.join("\n");
+        let text = explanation.lines().join("\n");
         for needle in [
             "AS64496",
             "allowlist: no match",
@@ -701,6 +519,139 @@ dry_run = true
                 Instant::now()
             ),
             v
+        );
+    }
+
+    #[test]
+    fn explain_shows_the_steps_after_the_decision_without_taking_tokens() {
+        let (e, _dir) = engine(CONFIG, FILES);
+        let now = Instant::now();
+        // 198.51.100.9 is blocklisted; its user agent is a scanner and /login is limited.
+        let blocked = request("198.51.100.9", Some("sqlmap/1.7"), "/login");
+        let (v, explanation) = e.explain(&blocked, now);
+        assert_eq!(
+            outcome(&v),
+            (Decision::Deny, Reason::Blocklist, "drop".into())
+        );
+        let reached: Vec<(Step, bool)> = explanation
+            .steps
+            .iter()
+            .map(|s| (s.step, s.reached))
+            .collect();
+        assert_eq!(
+            reached,
+            [
+                (Step::Allowlist, true),
+                (Step::Blocklist, true),
+                (Step::Asn, false),
+                (Step::UserAgent, false),
+                (Step::RateLimit, false),
+            ]
+        );
+        let text = explanation.lines().join("\n");
+        for needle in [
+            "blocklist: drop matches → deny",
+            "(not reached) user-agent: rule scanners matches",
+            "(not reached) limit login: a token is there (not taken)",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        // Nothing was taken by the explanation: the login bucket (burst 2) is full.
+        let login = e.limits().iter().next().unwrap();
+        let from_there = request("198.51.100.9", Some("Firefox"), "/login");
+        assert_eq!(
+            login.take(&from_there, None, now),
+            crate::limits::Take::Allowed
+        );
+        assert_eq!(
+            login.take(&from_there, None, now),
+            crate::limits::Take::Allowed
+        );
+        // The verdict is the hot path's.
+        let (e2, _dir2) = engine(CONFIG, FILES);
+        assert_eq!(e2.evaluate(&blocked, now), v);
+    }
+
+    #[test]
+    fn every_dry_run_rule_that_matches_is_recorded_and_the_first_deny_is_named() {
+        let toml = "[lists]\nblock = [{ path = \"new-drop.txt\", dry_run = true }]\n\
+                    [[user_agent]]\nname = \"probe\"\npattern = \"curl\"\naction = \"deny\"\ndry_run = true\n\
+                    [[limit]]\nname = \"login\"\nkey = \"src\"\nrate = 1\nburst = 1\ndry_run = true\n";
+        let (e, _dir) = engine(toml, FILES);
+        let now = Instant::now();
+        let r = request("203.0.113.1", Some("curl/8"), "/login");
+        let first = e.evaluate(&r, now);
+        let ids = |v: &Verdict| -> Vec<String> {
+            v.dry_run_hits
+                .iter()
+                .map(|&id| String::from_utf8_lossy(&e.table().get(id).unwrap().name).into_owned())
+                .collect()
+        };
+        assert_eq!(first.decision, Decision::Allow);
+        assert_eq!(
+            first.dry_run.as_ref().map(|d| &d.rule[..]),
+            Some(&b"new-drop"[..])
+        );
+        assert_eq!(ids(&first), ["new-drop", "probe"]);
+        let second = e.evaluate(&r, now);
+        assert_eq!(ids(&second), ["new-drop", "probe", "login"]);
+        assert_eq!(
+            second.dry_run.as_ref().map(|d| &d.rule[..]),
+            Some(&b"new-drop"[..])
+        );
+    }
+
+    #[test]
+    fn the_rule_table_numbers_every_rule_in_evaluation_order() {
+        let (e, _dir) = engine(CONFIG, FILES);
+        let rules: Vec<(Step, String, bool, usize)> = e
+            .table()
+            .iter()
+            .map(|(_, r)| {
+                (
+                    r.step,
+                    String::from_utf8_lossy(&r.name).into_owned(),
+                    r.dry_run,
+                    r.size,
+                )
+            })
+            .collect();
+        let row = |step, name: &str, dry_run, size| (step, name.to_string(), dry_run, size);
+        assert_eq!(
+            rules,
+            [
+                row(Step::Allowlist, "office", false, 1),
+                row(Step::Blocklist, "drop", false, 2),
+                row(Step::Blocklist, "new-drop", true, 2),
+                row(Step::Asn, ASN_RULE, false, 1),
+                row(Step::UserAgent, "probe", true, 1),
+                row(Step::UserAgent, "partners", false, 1),
+                row(Step::UserAgent, "scanners", false, 1),
+                row(Step::UserAgent, "empty-ua", false, 0),
+                row(Step::RateLimit, "login", false, 1),
+                row(Step::RateLimit, "login-shadow", true, 1),
+            ]
+        );
+        // A verdict names its rule by number.
+        let v = e.evaluate(&request("192.0.2.1", Some("sqlmap"), "/"), Instant::now());
+        assert_eq!(v.rule_id, Some(RuleId(6)));
+        let s = e.summary();
+        assert_eq!(
+            s.gauges(),
+            [
+                ("allow_entries", 1),
+                ("dry_run_entries", 2),
+                ("block_entries", 2),
+                ("asn_blocked", 1),
+                ("user_agent_rules", 4),
+                ("user_agent_patterns", 3),
+                ("limits", 2),
+                ("asn_ranges", 2),
+            ]
+        );
+        assert_eq!(
+            s.step(Step::Blocklist).describe(),
+            "1 list (2 entries), 1 list (2 entries) in dry run"
         );
     }
 

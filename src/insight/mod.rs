@@ -179,10 +179,10 @@ use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::engine::{Decision, Verdict};
-use crate::request::Request;
+use crate::decision::{Decision, Request, Verdict};
+use crate::util::{Invalid, KeyPath};
 
 use buffer::{Buffers, Weights, CHUNK_BYTES, MAX_INTERVAL, MAX_KEY_BYTES};
 use window::{Class, Window};
@@ -267,7 +267,7 @@ impl<'a> Observation<'a> {
 
 /// Settings of [`Insight`]; the defaults suit an agent at up to a few hundred thousand
 /// requests per second.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InsightConfig {
     /// Length of a slot: windows slide by this much, and a window of `W` covers between
@@ -302,41 +302,44 @@ impl Default for InsightConfig {
 }
 
 impl InsightConfig {
-    /// Checks the settings.
-    ///
-    /// # Errors
-    ///
-    /// A zero slot length, slot count, counter count, sample budget or key length; a
-    /// key length above 4096 bytes; a buffer smaller than one 64 KiB chunk; more than
-    /// 10,000 slots or 100,000 counters.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Every problem with the settings, keys relative to `[insight]`: a zero slot
+    /// length, slot count, counter count, sample budget or key length; a key length
+    /// above 4096 bytes; a buffer smaller than one 64 KiB chunk; more than 10,000 slots
+    /// or 100,000 counters.
+    pub fn validate(&self) -> Vec<Invalid> {
         let checks = [
-            (self.slot_secs >= 1, "slot_secs must be at least 1"),
+            (self.slot_secs >= 1, "slot_secs", "must be at least 1"),
             (
                 (1..=10_000).contains(&self.slots),
-                "slots must be 1 to 10000",
+                "slots",
+                "must be 1 to 10000",
             ),
             (
                 (1..=100_000).contains(&self.counters),
-                "counters must be 1 to 100000",
+                "counters",
+                "must be 1 to 100000",
             ),
             (
                 self.samples_per_sec >= 1,
-                "samples_per_sec must be at least 1",
+                "samples_per_sec",
+                "must be at least 1",
             ),
             (
                 (1..=MAX_KEY_BYTES).contains(&self.key_bytes),
-                "key_bytes must be 1 to 4096",
+                "key_bytes",
+                "must be 1 to 4096",
             ),
             (
                 self.buffer_bytes >= CHUNK_BYTES,
-                "buffer_bytes must be at least 65536",
+                "buffer_bytes",
+                "must be at least 65536",
             ),
         ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, error)) => Err((*error).to_string()),
-            None => Ok(()),
-        }
+        checks
+            .iter()
+            .filter(|(ok, _, _)| !ok)
+            .map(|(_, key, message)| Invalid::error(KeyPath::of(key), *message))
+            .collect()
     }
 
     /// The most heap memory an [`Insight`] with these settings holds, in bytes, whatever
@@ -355,6 +358,11 @@ impl InsightConfig {
         buffers + ring + merge
     }
 }
+
+/// Settings that cannot make an [`Insight`] ([`InsightConfig::validate`] says why).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("insight.{0}")]
+pub struct InvalidInsight(pub Invalid);
 
 /// Heavy hitters of the traffic over sliding windows. `Sync`: share it (`Arc`) between
 /// the request path and the periodic task.
@@ -411,8 +419,10 @@ impl Insight {
     /// # Errors
     ///
     /// Invalid settings (see [`InsightConfig::validate`]).
-    pub fn new(config: &InsightConfig, now: Instant) -> Result<Insight, String> {
-        config.validate()?;
+    pub fn new(config: &InsightConfig, now: Instant) -> Result<Insight, InvalidInsight> {
+        if let Some(problem) = config.validate().into_iter().next() {
+            return Err(InvalidInsight(problem));
+        }
         // One shard per thread that records at the same time, as long as there are no
         // more of them than twice the CPUs (tokio's default is one worker per CPU).
         let shards = std::thread::available_parallelism()

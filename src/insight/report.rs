@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::summary::{merge, Key};
 use super::window::Class;
@@ -12,7 +12,7 @@ use super::Dimension;
 /// The heaviest keys of every dimension over a window, for all traffic and for denied
 /// traffic. See the [module docs](super) for an example and for what the numbers
 /// guarantee.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopReport {
     /// The window: the one asked for, rounded down to whole slots (at least one) and
     /// capped at the longest window kept.
@@ -36,7 +36,7 @@ pub struct TopReport {
 }
 
 /// Requests in the window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Totals {
     /// Every request.
     pub requests: u64,
@@ -45,7 +45,7 @@ pub struct Totals {
 }
 
 /// How the requests of the window were counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sampling {
     /// Every request of the window was counted (no sampling, nothing dropped): counts
     /// with `error` 0 are exact.
@@ -61,7 +61,8 @@ pub struct Sampling {
 }
 
 /// The heaviest keys of one class, per dimension, heaviest first.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClassTop {
     /// Source addresses (IPv4-mapped IPv6 shown as IPv4; `(none)` when HAProxy sent
     /// none).
@@ -125,7 +126,7 @@ impl ClassTop {
 }
 
 /// One heavy key.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopEntry {
     /// The key as text: an address, a network, `AS<n>`, or the bytes of a path, host or
     /// user agent (invalid UTF-8 replaced by U+FFFD, a truncated key ending in `…`).

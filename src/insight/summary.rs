@@ -49,7 +49,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use crate::prehashed::PrehashedMap;
+use crate::util::PrehashedMap;
 
 use std::net::IpAddr;
 

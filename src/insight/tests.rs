@@ -11,7 +11,7 @@ use bytes::Bytes;
 use rand::{RngExt, SeedableRng};
 
 use super::*;
-use crate::engine::Reason;
+use crate::decision::Reason;
 
 const MINUTE: Duration = Duration::from_secs(60);
 const FIVE_MINUTES: Duration = Duration::from_secs(300);
@@ -556,7 +556,7 @@ fn intervals_share_the_budget() {
 #[test]
 fn config_defaults_validation_and_bound() {
     let config = InsightConfig::default();
-    assert_eq!(config.validate(), Ok(()));
+    assert_eq!(config.validate(), Vec::new());
     for bad in [
         InsightConfig {
             slot_secs: 0,
@@ -576,6 +576,7 @@ fn config_defaults_validation_and_bound() {
         },
     ] {
         assert!(Insight::new(&bad, Instant::now()).is_err(), "{bad:?}");
+        assert_eq!(bad.validate().len(), 1, "{bad:?}");
     }
     let bound = config.max_memory_bytes();
     assert!((10_000_000..20_000_000).contains(&bound), "{bound}");

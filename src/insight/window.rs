@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::buffer::{Sample, Weights};
 use super::summary::{KeyRef, Summary};
 use super::Dimension;
-use crate::request::canonical;
+use crate::decision::canonical;
 
 /// Number of dimensions.
 pub(super) const DIMENSIONS: usize = Dimension::ALL.len();

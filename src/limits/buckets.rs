@@ -46,8 +46,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::Take;
-use crate::prehashed::PrehashedMap;
+use super::{LimitSpec, SpecError, Take};
+use crate::util::PrehashedMap;
 
 /// log2 of the number of shards.
 const SHARD_BITS: u32 = 6;
@@ -94,32 +94,14 @@ pub(crate) struct Buckets {
 struct Shard(Mutex<PrehashedMap<u64>>);
 
 impl Buckets {
-    /// Empty buckets for `rate` tokens per second and `burst` tokens, at most `max_keys` keys.
+    /// Empty buckets for `spec`: `rate` tokens per second, `burst` tokens, at most
+    /// `max_keys` keys.
     ///
     /// # Errors
     ///
-    /// A rate that is not a positive finite number or is too low for nanosecond time
-    /// (one token in more than 584 years, including the burst), a burst of 0, a cap of 0.
-    pub(crate) fn new(rate: f64, burst: u32, max_keys: usize) -> Result<Buckets, String> {
-        if !(rate.is_finite() && rate > 0.0) {
-            return Err(format!(
-                "rate {rate} must be a number of tokens per second above 0"
-            ));
-        }
-        if burst == 0 {
-            return Err("burst must be at least 1".into());
-        }
-        if max_keys == 0 {
-            return Err("max_keys must be at least 1".into());
-        }
-        let too_low =
-            || format!("rate {rate} with burst {burst} is too low: refilling would take centuries");
-        let period = Duration::try_from_secs_f64(1.0 / rate).map_err(|_| too_low())?;
-        // Faster than one token per nanosecond is one per nanosecond (as governor does).
-        let t = u64::try_from(period.as_nanos())
-            .map_err(|_| too_low())?
-            .max(1);
-        let tau = t.checked_mul(u64::from(burst - 1)).ok_or_else(too_low)?;
+    /// Numbers that cannot make a bucket ([`LimitSpec::periods`]).
+    pub(crate) fn new(spec: &LimitSpec) -> Result<Buckets, SpecError> {
+        let (t, tau) = spec.periods()?;
         let now = Instant::now();
         let epoch = EPOCH_SLACK
             .iter()
@@ -128,7 +110,7 @@ impl Buckets {
         Ok(Buckets {
             t,
             tau,
-            max_keys,
+            max_keys: spec.max_keys(),
             count: AtomicUsize::new(0),
             untracked: AtomicU64::new(0),
             shards: (0..1_usize << SHARD_BITS)
@@ -172,6 +154,28 @@ impl Buckets {
         }
         map.insert(key, now.saturating_add(self.t));
         Take::Allowed
+    }
+
+    /// What [`Buckets::take`] would give at `now`, changing nothing.
+    pub(crate) fn peek(&self, key: u64, now: Instant) -> Take {
+        let now = self.nanos(now);
+        let Some(map) = self.shard(key) else {
+            return Take::Untracked;
+        };
+        match map.get(&key) {
+            Some(&tat) => {
+                let ahead = tat.max(now) - now;
+                if ahead > self.tau {
+                    Take::Denied {
+                        retry_after: retry_after(ahead - self.tau),
+                    }
+                } else {
+                    Take::Allowed
+                }
+            }
+            None if self.count.load(Ordering::Relaxed) >= self.max_keys => Take::Untracked,
+            None => Take::Allowed,
+        }
     }
 
     /// Counts a refused key and says so.

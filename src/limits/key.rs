@@ -44,8 +44,9 @@ use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
+use serde::{Deserialize, Serialize};
 
-use crate::request::{ArgValue, Request};
+use crate::decision::{ArgValue, Request};
 
 /// What the parser accepts, for error messages.
 const EXPECTED: &str = "expected src, src/N, src/N/M, asn, host, path, method, arg:NAME, global";
@@ -53,9 +54,10 @@ const EXPECTED: &str = "expected src, src/N, src/N/M, asn, host, path, method, a
 /// What is shown for an absent value in [`KeySpec::describe`].
 const ABSENT: &str = "(none)";
 
-/// A parsed key specification such as `src/24+path`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeySpec {
+/// A parsed key specification such as `src/24+path`; read from and written as its text.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct KeySpec {
     /// In the order written; never empty; `Global` only alone.
     parts: Vec<Part>,
 }
@@ -98,38 +100,93 @@ mod tag {
     pub(super) const GLOBAL: u8 = 0xff;
 }
 
+/// Why a key specification does not parse; each message names the part at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Nothing at all.
+    #[error("empty key ({EXPECTED})")]
+    Empty,
+    /// `src++path`.
+    #[error("empty key part ({EXPECTED})")]
+    EmptyPart,
+    /// A word that is no part.
+    #[error("unknown key part {0:?} ({EXPECTED})")]
+    Unknown(String),
+    /// `arg:` without a name.
+    #[error("key part {0:?} needs an argument name (arg:NAME)")]
+    ArgName(String),
+    /// `src/1/2/3`.
+    #[error("key part {0:?}: expected src/N or src/N/M")]
+    SrcShape(String),
+    /// Not a number.
+    #[error("key part {part:?}: bad prefix length {text:?}")]
+    BadLength {
+        /// The part.
+        part: String,
+        /// The length as written.
+        text: String,
+    },
+    /// `src/N` with N over 128.
+    #[error("key part {part:?}: prefix length {text} is above 128")]
+    TooLong {
+        /// The part.
+        part: String,
+        /// The length as written.
+        text: String,
+    },
+    /// `src/N/M` with N over 32.
+    #[error("key part {0:?}: IPv4 prefix length {1} is above 32")]
+    V4TooLong(String, u8),
+    /// `src/N/M` with M over 128.
+    #[error("key part {0:?}: IPv6 prefix length {1} is above 128")]
+    V6TooLong(String, u8),
+    /// The same part twice.
+    #[error("key part {0:?} appears twice")]
+    Twice(String),
+    /// `global+src`.
+    #[error("\"global\" cannot be combined with other key parts")]
+    GlobalCombined,
+}
+
 impl KeySpec {
+    /// `src`: the source address (IPv4 as is, IPv6 by /64), the default key.
+    pub fn src() -> KeySpec {
+        KeySpec {
+            parts: vec![Part::Src { v4: 32, v6: 64 }],
+        }
+    }
+
     /// Parses `src+path`, `src/24`, `arg:tenant+host`, `global`…
     ///
     /// # Errors
     ///
     /// An empty specification or part, an unknown part, a bad prefix length, a part
     /// given twice, or `global` combined with something else; the message names the part.
-    pub(crate) fn parse(spec: &str) -> Result<KeySpec, String> {
+    pub fn parse(spec: &str) -> Result<KeySpec, KeyError> {
         if spec.trim().is_empty() {
-            return Err(format!("empty key ({EXPECTED})"));
+            return Err(KeyError::Empty);
         }
         let mut parts: Vec<Part> = Vec::new();
         for text in spec.split('+').map(str::trim) {
             let part = Part::parse(text)?;
             if parts.iter().any(|p| p.same_kind(&part)) {
-                return Err(format!("key part {text:?} appears twice"));
+                return Err(KeyError::Twice(text.to_string()));
             }
             parts.push(part);
         }
         if parts.len() > 1 && parts.contains(&Part::Global) {
-            return Err("\"global\" cannot be combined with other key parts".into());
+            return Err(KeyError::GlobalCombined);
         }
         Ok(KeySpec { parts })
     }
 
     /// Whether a part is `asn` (the engine then needs an ASN database).
-    pub(crate) fn uses_asn(&self) -> bool {
+    pub fn uses_asn(&self) -> bool {
         self.parts.contains(&Part::Asn)
     }
 
     /// Whether this is `global`: one bucket, no hashing needed.
-    pub(crate) fn is_global(&self) -> bool {
+    pub fn is_global(&self) -> bool {
         self.parts == [Part::Global]
     }
 
@@ -193,7 +250,7 @@ impl KeySpec {
     }
 
     /// The request's key in words, e.g. `src=192.0.2.7 path=/login`, for `eval`.
-    pub(crate) fn describe(&self, request: &Request<'_>, asn: Option<u32>) -> String {
+    pub fn describe(&self, request: &Request<'_>, asn: Option<u32>) -> String {
         let words: Vec<String> = self
             .parts
             .iter()
@@ -255,9 +312,9 @@ impl fmt::Display for KeySpec {
 }
 
 impl Part {
-    fn parse(text: &str) -> Result<Part, String> {
+    fn parse(text: &str) -> Result<Part, KeyError> {
         match text {
-            "" => return Err(format!("empty key part ({EXPECTED})")),
+            "" => return Err(KeyError::EmptyPart),
             "src" => return Ok(Part::Src { v4: 32, v6: 64 }),
             "asn" => return Ok(Part::Asn),
             "host" => return Ok(Part::Host),
@@ -269,9 +326,7 @@ impl Part {
         if let Some(name) = text.strip_prefix("arg:") {
             let name = name.trim();
             if name.is_empty() {
-                return Err(format!(
-                    "key part {text:?} needs an argument name (arg:NAME)"
-                ));
+                return Err(KeyError::ArgName(text.to_string()));
             }
             return Ok(Part::Arg(name.to_string()));
         }
@@ -283,24 +338,21 @@ impl Part {
                 .map(|n| prefix_length(text, Some(n)))
                 .transpose()?;
             if numbers.next().is_some() {
-                return Err(format!("key part {text:?}: expected src/N or src/N/M"));
+                return Err(KeyError::SrcShape(text.to_string()));
             }
             return match second {
                 None if first <= 32 => Ok(Part::Src { v4: first, v6: 64 }),
                 None if first <= 128 => Ok(Part::Src { v4: 32, v6: first }),
-                None => Err(format!(
-                    "key part {text:?}: prefix length {first} is above 128"
-                )),
-                Some(_) if first > 32 => Err(format!(
-                    "key part {text:?}: IPv4 prefix length {first} is above 32"
-                )),
-                Some(v6) if v6 > 128 => Err(format!(
-                    "key part {text:?}: IPv6 prefix length {v6} is above 128"
-                )),
+                None => Err(KeyError::TooLong {
+                    part: text.to_string(),
+                    text: first.to_string(),
+                }),
+                Some(_) if first > 32 => Err(KeyError::V4TooLong(text.to_string(), first)),
+                Some(v6) if v6 > 128 => Err(KeyError::V6TooLong(text.to_string(), v6)),
                 Some(v6) => Ok(Part::Src { v4: first, v6 }),
             };
         }
-        Err(format!("unknown key part {text:?} ({EXPECTED})"))
+        Err(KeyError::Unknown(text.to_string()))
     }
 
     /// Two parts of the same kind make a key that means nothing more than one.
@@ -313,13 +365,32 @@ impl Part {
 }
 
 /// One prefix length of `src/N/M`: decimal digits, at most 255 (range checked by the caller).
-fn prefix_length(part: &str, text: Option<&str>) -> Result<u8, String> {
+fn prefix_length(part: &str, text: Option<&str>) -> Result<u8, KeyError> {
     let text = text.unwrap_or_default();
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("key part {part:?}: bad prefix length {text:?}"));
+        return Err(KeyError::BadLength {
+            part: part.to_string(),
+            text: text.to_string(),
+        });
     }
-    text.parse::<u8>()
-        .map_err(|_| format!("key part {part:?}: prefix length {text} is above 128"))
+    text.parse::<u8>().map_err(|_| KeyError::TooLong {
+        part: part.to_string(),
+        text: text.to_string(),
+    })
+}
+
+impl TryFrom<String> for KeySpec {
+    type Error = KeyError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        KeySpec::parse(&text)
+    }
+}
+
+impl From<KeySpec> for String {
+    fn from(spec: KeySpec) -> String {
+        spec.to_string()
+    }
 }
 
 /// Netmask of an IPv4 prefix length (0..=32).

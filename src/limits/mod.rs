@@ -76,17 +76,19 @@
 
 mod buckets;
 mod key;
+mod spec;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::LimitConfig;
-use crate::request::Request;
+use crate::decision::Request;
 
 use buckets::Buckets;
-use key::{host_without_port, KeySpec};
+use key::host_without_port;
+pub use key::{KeyError, KeySpec};
+pub use spec::{LimitSpec, SpecError, DEFAULT_MAX_KEYS};
 
 /// Every configured limit, in configuration order, with its buckets.
 #[derive(Debug, Default)]
@@ -102,12 +104,10 @@ pub struct Limit {
     name: Bytes,
     /// As configured: compared on reload to decide whether the buckets carry over, and
     /// used by [`Limit::describe`].
-    config: LimitConfig,
-    /// Parsed `config.key`.
-    key: KeySpec,
+    spec: LimitSpec,
     /// The key is `global`: one bucket, nothing to hash.
     global: bool,
-    /// `config.host` without a port, for [`Limit::applies`].
+    /// `spec.host` lower-cased without a port, for [`Limit::applies`].
     host: Option<Vec<u8>>,
     /// The state; shared with the previous [`Limits`] when carried over.
     buckets: Arc<Buckets>,
@@ -130,44 +130,36 @@ pub enum Take {
 }
 
 impl Limits {
-    /// Builds the limits of `configs`. The buckets of every limit of `previous` whose
+    /// Builds the limits of `specs`. The buckets of every limit of `previous` whose
     /// name and parameters (everything but `dry_run`) are unchanged are shared with the
     /// new limit; changed and new limits start with full buckets; removed ones are dropped
     /// with the old `Limits`.
     ///
     /// # Errors
     ///
-    /// A bad key specification or value, naming the limit, e.g. `limit "login": key
-    /// "src+pth": unknown key part "pth" (expected src, src/N, src/N/M, asn, host, path,
-    /// method, arg:NAME, global)`.
-    pub fn build(configs: &[LimitConfig], previous: Option<&Limits>) -> Result<Limits, String> {
-        let mut limits: Vec<Limit> = Vec::with_capacity(configs.len());
-        for config in configs {
-            let at = format!("limit {:?}", config.name);
-            if limits.iter().any(|l| l.config.name == config.name) {
-                return Err(format!("{at}: another limit has the same name"));
-            }
-            let key = KeySpec::parse(&config.key)
-                .map_err(|e| format!("{at}: key {:?}: {e}", config.key))?;
+    /// Numbers that cannot make a bucket (a validated [`LimitSpec`] has none), naming
+    /// the limit.
+    pub fn build(specs: &[LimitSpec], previous: Option<&Limits>) -> Result<Limits, BuildError> {
+        let mut limits: Vec<Limit> = Vec::with_capacity(specs.len());
+        for spec in specs {
             let carried = previous
-                .and_then(|p| p.limits.iter().find(|l| same_state(&l.config, config)))
+                .and_then(|p| p.limits.iter().find(|l| same_state(&l.spec, spec)))
                 .map(|l| Arc::clone(&l.buckets));
             let buckets = match carried {
                 Some(buckets) => buckets,
-                None => Arc::new(
-                    Buckets::new(config.rate, config.burst, config.max_keys)
-                        .map_err(|e| format!("{at}: {e}"))?,
-                ),
+                None => Arc::new(Buckets::new(spec).map_err(|error| BuildError {
+                    limit: spec.name.to_string(),
+                    error,
+                })?),
             };
             limits.push(Limit {
-                name: Bytes::from(config.name.clone()),
-                host: config
+                name: spec.name.bytes().clone(),
+                host: spec
                     .host
                     .as_ref()
                     .map(|h| host_without_port(h.as_bytes()).to_ascii_lowercase()),
-                config: config.clone(),
-                global: key.is_global(),
-                key,
+                global: spec.key.is_global(),
+                spec: spec.clone(),
                 buckets,
             });
         }
@@ -204,11 +196,16 @@ impl Limits {
     pub fn key_count(&self) -> usize {
         self.limits.iter().map(Limit::key_count).sum()
     }
+}
 
-    /// Whether a key uses `asn`, so an ASN database is needed.
-    pub fn needs_asn(&self) -> bool {
-        self.limits.iter().any(|l| l.key.uses_asn())
-    }
+/// A limit whose numbers cannot make a bucket.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("limit {limit:?}: {error}")]
+pub struct BuildError {
+    /// The limit's name.
+    pub limit: String,
+    /// What is wrong.
+    pub error: SpecError,
 }
 
 impl Limit {
@@ -219,7 +216,12 @@ impl Limit {
 
     /// Whether the limit only reports what it would deny.
     pub fn dry_run(&self) -> bool {
-        self.config.dry_run
+        self.spec.dry_run
+    }
+
+    /// The limit as configured.
+    pub fn spec(&self) -> &LimitSpec {
+        &self.spec
     }
 
     /// Whether the request is subject to this limit: its path starts with `path_prefix`
@@ -227,7 +229,7 @@ impl Limit {
     /// `methods` (case-insensitive), and its Host header, without `:port`, is `host`
     /// (case-insensitive). Unset conditions match everything.
     pub fn applies(&self, request: &Request<'_>) -> bool {
-        if let Some(prefix) = &self.config.path_prefix {
+        if let Some(prefix) = &self.spec.path_prefix {
             if !request
                 .path
                 .is_some_and(|p| p.starts_with(prefix.as_bytes()))
@@ -235,12 +237,12 @@ impl Limit {
                 return false;
             }
         }
-        if !self.config.methods.is_empty() {
+        if !self.spec.methods.is_empty() {
             let Some(method) = request.method else {
                 return false;
             };
             if !self
-                .config
+                .spec
                 .methods
                 .iter()
                 .any(|m| m.as_bytes().eq_ignore_ascii_case(method))
@@ -265,6 +267,13 @@ impl Limit {
         self.buckets.take(self.key_hash(request, asn), now)
     }
 
+    /// What [`Limit::take`] would give at `now`, without taking anything (for `eval`
+    /// on steps after the decision). A key at the cap is [`Take::Untracked`] but not
+    /// counted.
+    pub fn peek(&self, request: &Request<'_>, asn: Option<u32>, now: Instant) -> Take {
+        self.buckets.peek(self.key_hash(request, asn), now)
+    }
+
     /// Keys tracked by this limit.
     pub fn key_count(&self) -> usize {
         self.buckets.key_count()
@@ -278,13 +287,18 @@ impl Limit {
 
     /// The limit in words, for `eval`: `key src+path, 1/s burst 5, POST /login*`.
     pub fn describe(&self) -> String {
-        let config = &self.config;
-        let mut text = format!("key {}, {}/s burst {}", self.key, config.rate, config.burst);
+        let spec = &self.spec;
+        let mut text = format!("key {}, {}/s burst {}", spec.key, spec.rate, spec.burst());
         let mut conditions: Vec<String> = Vec::new();
-        if !config.methods.is_empty() {
-            conditions.push(config.methods.join(","));
+        if !spec.methods.is_empty() {
+            let methods: Vec<String> = spec
+                .methods
+                .iter()
+                .map(|m| m.to_ascii_uppercase())
+                .collect();
+            conditions.push(methods.join(","));
         }
-        if let Some(prefix) = &config.path_prefix {
+        if let Some(prefix) = &spec.path_prefix {
             conditions.push(format!("{}*", prefix.escape_debug()));
         }
         if let Some(host) = &self.host {
@@ -299,7 +313,7 @@ impl Limit {
 
     /// The request's key in words, for `eval`: `src=192.0.2.7 path=/login`.
     pub fn describe_key(&self, request: &Request<'_>, asn: Option<u32>) -> String {
-        self.key.describe(request, asn)
+        self.spec.key.describe(request, asn)
     }
 
     /// The hashed key (a constant for `global`).
@@ -307,14 +321,14 @@ impl Limit {
         if self.global {
             0
         } else {
-            self.key.hash(self.buckets.seed(), request, asn)
+            self.spec.key.hash(self.buckets.seed(), request, asn)
         }
     }
 }
 
 /// Whether the buckets of a limit configured as `old` stay valid for `new`.
-fn same_state(old: &LimitConfig, new: &LimitConfig) -> bool {
-    LimitConfig {
+fn same_state(old: &LimitSpec, new: &LimitSpec) -> bool {
+    LimitSpec {
         dry_run: new.dry_run,
         ..old.clone()
     } == *new

@@ -1,81 +1,82 @@
 //! Hits per rule: how often each list, blocked-ASN set, user-agent rule and limit
-//! decided a request (or, in dry run, would have).
+//! decided a request (or, in dry run, would have denied one).
 //!
 //! Label values are the names written in the configuration (list file stems, rule and
 //! limit names), never request data, so the set is bounded by what operators configured.
-//! Blocked ASNs count under one rule, `blocked-asns`: the set may hold hundreds of ASNs
-//! and which ones hit is what `/top` is for. Counters survive reloads (a rule keeps its
-//! counter as long as its name), so `rate()` never sees a reset from a reload.
+//! Every configured rule has its series from the moment its rules are installed (at 0),
+//! so `increase()` and `absent()` work before the first hit. Counters survive reloads (a
+//! rule keeps its counter as long as its name, step and mode), so `rate()` never sees a
+//! reset from a reload.
 //!
-//! The map is read without a lock on every hit ([`ArcSwap`]); a name seen for the first
-//! time copies the map under a mutex, once per name for the life of the process.
+//! The request path never looks a name up: when a rule set is installed, [`RuleHits::table`]
+//! resolves each of its rules to its counter once, and a hit is an index into that
+//! [`HitTable`] by the verdict's [`RuleId`].
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::engine::Reason;
+use super::Counter;
+use crate::decision::{Reason, RuleId};
 
-/// The rule label of a blocked-ASN hit.
-pub const ASN_RULE: &str = "blocked-asns";
-
-/// What a counter counts.
+/// What a counter counts: the labels of one `spoa_guard_rule_hits_total` series.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hit {
     /// The step (`allowlist`, `blocklist`, `asn`, `user-agent`, `rate-limit`).
     pub reason: Reason,
-    /// The configured name.
+    /// The configured name (the label, which for blocked ASNs is the set's name).
     pub rule: Bytes,
-    /// A dry-run rule that would have decided.
+    /// A dry-run rule that would have denied.
     pub dry_run: bool,
 }
 
-/// Counters by [`Hit`].
+/// Every hit counter the process has made, by [`Hit`]. Touched when rules are installed
+/// and when metrics are scraped, never per request.
 #[derive(Debug, Default)]
 pub struct RuleHits {
-    counters: ArcSwap<HashMap<Hit, Arc<AtomicU64>>>,
-    adding: Mutex<()>,
+    counters: Mutex<BTreeMap<Hit, Arc<Counter>>>,
 }
 
 impl RuleHits {
-    /// Counts one hit of `rule` at step `reason`.
-    pub fn record(&self, reason: Reason, rule: &Bytes, dry_run: bool) {
-        let rule = if reason == Reason::Asn {
-            Bytes::from_static(ASN_RULE.as_bytes())
-        } else {
-            rule.clone()
-        };
-        let hit = Hit {
-            reason,
-            rule,
-            dry_run,
-        };
-        if let Some(counter) = self.counters.load().get(&hit) {
-            counter.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let _adding = self.adding.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut counters = HashMap::clone(&self.counters.load());
-        counters
-            .entry(hit)
-            .or_default()
-            .fetch_add(1, Ordering::Relaxed);
-        self.counters.store(Arc::new(counters));
+    /// The counters of `rules`, in their order (the engine's [`RuleId`] order), made at 0
+    /// where new.
+    pub fn table(&self, rules: impl IntoIterator<Item = Hit>) -> HitTable {
+        let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        HitTable(
+            rules
+                .into_iter()
+                .map(|hit| Arc::clone(counters.entry(hit).or_default()))
+                .collect(),
+        )
     }
 
-    /// Every counter, sorted, for exposition.
+    /// Every counter, sorted by labels, for exposition.
     pub fn snapshot(&self) -> Vec<(Hit, u64)> {
-        let mut all: Vec<(Hit, u64)> = self
-            .counters
-            .load()
+        let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
+        counters
             .iter()
-            .map(|(hit, counter)| (hit.clone(), counter.load(Ordering::Relaxed)))
-            .collect();
-        all.sort();
-        all
+            .map(|(hit, counter)| (hit.clone(), counter.get()))
+            .collect()
+    }
+}
+
+/// The hit counters of one rule set, by [`RuleId`].
+#[derive(Debug, Default)]
+pub struct HitTable(Box<[Arc<Counter>]>);
+
+impl HitTable {
+    /// Counts a hit of rule `id` (an id from another rule set counts nothing).
+    #[inline]
+    pub fn record(&self, id: RuleId) {
+        if let Some(counter) = self.0.get(id.index()) {
+            counter.inc();
+        }
+    }
+
+    /// Hits of rule `id` so far.
+    pub fn get(&self, id: RuleId) -> u64 {
+        self.0.get(id.index()).map_or(0, |c| c.get())
     }
 }
 
@@ -83,27 +84,49 @@ impl RuleHits {
 mod tests {
     use super::*;
 
-    #[test]
-    fn hits_are_counted_per_rule_and_mode_and_asns_share_one_rule() {
-        let hits = RuleHits::default();
-        let drop = Bytes::from_static(b"drop");
-        for _ in 0..3 {
-            hits.record(Reason::Blocklist, &drop, false);
-        }
-        hits.record(Reason::Blocklist, &drop, true);
-        hits.record(Reason::Asn, &Bytes::from_static(b"AS64500"), false);
-        hits.record(Reason::Asn, &Bytes::from_static(b"AS64501"), false);
-        let hit = |reason, rule: &'static str, dry_run| Hit {
+    fn hit(reason: Reason, rule: &'static str, dry_run: bool) -> Hit {
+        Hit {
             reason,
             rule: Bytes::from_static(rule.as_bytes()),
             dry_run,
-        };
+        }
+    }
+
+    #[test]
+    fn every_rule_has_a_series_from_the_start_and_keeps_it_across_tables() {
+        let hits = RuleHits::default();
+        let first = hits.table([
+            hit(Reason::Blocklist, "drop", false),
+            hit(Reason::Blocklist, "drop", true),
+            hit(Reason::Asn, "blocked-asns", false),
+        ]);
         assert_eq!(
             hits.snapshot(),
             vec![
-                (hit(Reason::Blocklist, "drop", false), 3),
+                (hit(Reason::Blocklist, "drop", false), 0),
+                (hit(Reason::Blocklist, "drop", true), 0),
+                (hit(Reason::Asn, "blocked-asns", false), 0),
+            ]
+        );
+        for _ in 0..3 {
+            first.record(RuleId(0));
+        }
+        first.record(RuleId(1));
+        first.record(RuleId(2));
+        first.record(RuleId(99)); // not in this table: ignored
+                                  // A reload that reorders the rules keeps each rule's counter.
+        let second = hits.table([
+            hit(Reason::Asn, "blocked-asns", false),
+            hit(Reason::Blocklist, "drop", false),
+        ]);
+        second.record(RuleId(1));
+        assert_eq!(second.get(RuleId(1)), 4);
+        assert_eq!(
+            hits.snapshot(),
+            vec![
+                (hit(Reason::Blocklist, "drop", false), 4),
                 (hit(Reason::Blocklist, "drop", true), 1),
-                (hit(Reason::Asn, ASN_RULE, false), 2),
+                (hit(Reason::Asn, "blocked-asns", false), 1),
             ]
         );
     }

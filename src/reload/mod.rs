@@ -17,7 +17,7 @@
 //! they loaded; the old engine is freed on the blocking pool once the last of them lets
 //! go, so no request pays for freeing a million-entry list.
 //!
-//! Settings that only take effect at start (`[server]`, `[log]`, `[reload]`) are
+//! Settings that only take effect at start ([`Startup`](crate::config::Startup)) are
 //! compared on every successful reload; a difference is logged by key, and the rest of
 //! the reload is applied.
 
@@ -29,16 +29,16 @@ pub use watch::FileWatcher;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::agent::{Agent, InForce};
 use crate::config::Config;
-use crate::engine::{Engine, Summary};
-use crate::metrics::Metrics;
-use crate::server::Shared;
+use crate::engine::Engine;
+use crate::metrics::ReloadResult;
 
 /// Why a reload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +85,7 @@ const RETIRE_PATIENCE: Duration = Duration::from_secs(30);
 /// Owns live updates for one running agent; see the module docs.
 #[derive(Debug)]
 pub struct Reloader {
-    shared: Arc<Shared>,
+    agent: Arc<Agent>,
     /// Settings in force: start-time sections as started, rules as last applied.
     running: Config,
     /// The configuration file and the rule files of the last attempt: what is watched.
@@ -99,12 +99,12 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// A reloader for an agent whose rules in `shared` were loaded from `config`;
-    /// `stamps` were taken before those files were read (see [`Stamps::extended_to`]).
-    /// Starts watching when `[reload] watch` is on.
-    pub fn new(config: Config, stamps: Stamps, shared: Arc<Shared>) -> Reloader {
+    /// A reloader for `agent`, whose rules were loaded from `config`; `stamps` were
+    /// taken before those files were read (see [`Stamps::extended_to`]). Starts watching
+    /// when `[reload] watch` is on.
+    pub fn new(config: Config, stamps: Stamps, agent: Arc<Agent>) -> Reloader {
         let files = config.files();
-        let watcher = if config.reload.watch {
+        let watcher = if config.startup.reload.watch {
             match FileWatcher::new() {
                 Ok(mut watcher) => {
                     watcher.watch(&files);
@@ -121,7 +121,7 @@ impl Reloader {
         // Checked once the watches are in place: anything later is an event.
         let changed_at_start = Stamps::of(&files) != stamps;
         Reloader {
-            shared,
+            agent,
             running: config,
             files,
             stamps,
@@ -141,7 +141,7 @@ impl Reloader {
     /// Serves reload requests until `shutdown`: file changes (debounced), the stamp
     /// poll, and `force` (SIGHUP) which reloads even without a visible change.
     pub async fn run(mut self, force: Arc<Notify>, shutdown: CancellationToken) {
-        let mut poll = self.running.reload.poll.map(|every| {
+        let mut poll = self.running.startup.reload.poll().map(|every| {
             let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             poll
@@ -182,7 +182,7 @@ impl Reloader {
     /// [`max_settle`] (a file appended to all the time, say by a tool adding attackers
     /// to a block list, must still be reloaded). A forced reload cuts the wait short.
     async fn settle(&self, force: &Notify, cause: Cause) -> Cause {
-        let debounce = self.running.reload.debounce;
+        let debounce = self.running.startup.reload.debounce();
         let deadline = tokio::time::Instant::now() + max_settle(debounce);
         loop {
             tokio::select! {
@@ -229,9 +229,9 @@ impl Reloader {
         let started = Instant::now();
         let path = self.running.path.clone();
         let known = self.files.clone();
-        let previous = self.shared.engine.load_full();
+        let previous = self.agent.engine();
         let attempt =
-            tokio::task::spawn_blocking(move || Attempt::run(&path, known, &previous)).await;
+            tokio::task::spawn_blocking(move || Attempt::run(&path, known, &previous.engine)).await;
         let attempt = match attempt {
             Ok(attempt) => attempt,
             Err(join) => Attempt {
@@ -245,15 +245,15 @@ impl Reloader {
         if let Some(watcher) = &mut self.watcher {
             watcher.watch(&self.files);
         }
-        let metrics = &self.shared.metrics;
+        let metrics = &self.agent.metrics;
         let (config, engine) = match attempt.built {
             Ok(built) => built,
             Err(errors) => {
                 for line in &errors {
                     error!(target: "spoa_guard::reload", "{line}");
                 }
-                Metrics::inc(&metrics.reloads_failed_total);
-                Metrics::set(&metrics.reload_failing, 1);
+                metrics.reloads.of(ReloadResult::Failure).inc();
+                metrics.reload_failing.set(1);
                 warn!(
                     cause = cause.as_str(),
                     errors = errors.len(),
@@ -269,13 +269,14 @@ impl Reloader {
                 "these settings only change on restart; the rules are reloaded without them"
             );
         }
-        let summary = Summary::of(&engine);
-        let old = self.shared.engine.swap(Arc::new(engine));
-        retire(old);
+        for warning in &config.warnings {
+            warn!(target: "spoa_guard::reload", "{warning}");
+        }
+        let summary = engine.summary();
+        retire(self.agent.install(engine));
         self.running.rules = config.rules;
-        Metrics::inc(&metrics.reloads_applied_total);
-        Metrics::set(&metrics.reload_failing, 0);
-        Metrics::set(&metrics.rules_loaded_unix_seconds, unix_now());
+        metrics.reloads.of(ReloadResult::Success).inc();
+        metrics.reload_failing.set(0);
         info!(
             cause = cause.as_str(),
             ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -303,11 +304,11 @@ impl Attempt {
         let stamps = Stamps::of(&known);
         let config = match Config::load(path) {
             Ok(config) => config,
-            Err(err) => {
+            Err(errors) => {
                 return Attempt {
                     files: known,
                     stamps,
-                    built: Err(vec![err.to_string()]),
+                    built: Err(errors.0.iter().map(ToString::to_string).collect()),
                 }
             }
         };
@@ -332,7 +333,7 @@ pub fn max_settle(debounce: Duration) -> Duration {
 }
 
 /// Frees `old` on the blocking pool once no request holds it any more.
-fn retire(old: Arc<Engine>) {
+fn retire(old: Arc<InForce>) {
     tokio::task::spawn_blocking(move || {
         let deadline = Instant::now() + RETIRE_PATIENCE;
         let mut old = old;
@@ -365,11 +366,4 @@ async fn tick(poll: Option<&mut tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
-}
-
-/// Seconds since the Unix epoch, for the "rules loaded at" gauge.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

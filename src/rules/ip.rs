@@ -246,6 +246,8 @@ pub struct IpMatcher {
     names: Vec<String>,
     /// The same names as `Bytes`, so a verdict can carry one without allocating.
     rule_names: Vec<Bytes>,
+    /// Entries loaded per list, in list order.
+    sizes: Vec<usize>,
     /// Entries loaded over all lists, for logs, metrics and `check` output.
     entries: usize,
 }
@@ -257,11 +259,13 @@ impl IpMatcher {
         let mut v4 = Vec::new();
         let mut v6 = Vec::new();
         let mut names = Vec::new();
+        let mut sizes = Vec::new();
         let mut entries: usize = 0;
         // The index is both the priority (earlier lists win) and the value. Zipping with a
         // u32 counter stops after 2^32 lists, which could not fit in memory anyway.
         for (idx, list) in (0u32..).zip(lists) {
             entries = entries.saturating_add(list.len());
+            sizes.push(list.len());
             v4.extend(list.v4.into_iter().map(|(s, e)| Range::new(s, e, idx, idx)));
             v6.extend(list.v6.into_iter().map(|(s, e)| Range::new(s, e, idx, idx)));
             names.push(list.name);
@@ -271,6 +275,7 @@ impl IpMatcher {
             v6: IntervalMap::build(v6),
             rule_names: names.iter().map(|n| Bytes::from(n.clone())).collect(),
             names,
+            sizes,
             entries,
         }
     }
@@ -287,6 +292,32 @@ impl IpMatcher {
     /// away from a verdict's `rule`).
     pub fn lookup_rule(&self, addr: IpAddr) -> Option<&Bytes> {
         self.rule_names.get(self.index(addr)?)
+    }
+
+    /// Position (in list order) of the first list holding `addr`; `O(log n)`, no
+    /// allocation.
+    pub fn lookup_index(&self, addr: IpAddr) -> Option<usize> {
+        self.index(addr)
+    }
+
+    /// The name of list `index` as `Bytes`.
+    pub fn rule_name(&self, index: usize) -> Option<&Bytes> {
+        self.rule_names.get(index)
+    }
+
+    /// The lists: name and entries loaded, in list order.
+    pub fn lists(&self) -> impl Iterator<Item = (&Bytes, usize)> + '_ {
+        self.rule_names.iter().zip(self.sizes.iter().copied())
+    }
+
+    /// Number of lists.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether there are no lists.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
     }
 
     /// Index of the first list holding `addr`.

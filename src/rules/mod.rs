@@ -7,14 +7,16 @@
 pub mod asn;
 pub mod interval;
 pub mod ip;
+pub mod mmdb;
+pub mod settings;
 pub mod user_agent;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::config::{ListFile, RulesConfig};
 use asn::{AsnBlock, AsnDb};
 use ip::{IpList, IpMatcher};
+pub use settings::{AsnSettings, ListFile, ListsSettings, UaSource, UserAgentSpec};
 use user_agent::UaRules;
 
 /// Every compiled rule, immutable once built. A reload builds a new one and swaps it in.
@@ -46,27 +48,32 @@ impl RuleSet {
         Self::default()
     }
 
-    /// Loads and compiles every rule input named by the configuration; `config_path`
+    /// Loads and compiles every rule input named by the rule sections; `config_path`
     /// locates errors in inline settings such as user-agent patterns.
     ///
     /// # Errors
     ///
     /// Every problem in every file (not just the first), each with its file and line.
-    pub fn load(config: &RulesConfig, config_path: &Path) -> Result<RuleSet, LoadErrors> {
+    pub fn load(
+        lists: &ListsSettings,
+        asn: &AsnSettings,
+        user_agents: &[UserAgentSpec],
+        config_path: &Path,
+    ) -> Result<RuleSet, LoadErrors> {
         let mut errors = Vec::new();
         let [allow, allow_dry_run, block, block_dry_run] = [
-            (&config.allow, false),
-            (&config.allow, true),
-            (&config.block, false),
-            (&config.block, true),
+            (&lists.allow, false),
+            (&lists.allow, true),
+            (&lists.block, false),
+            (&lists.block, true),
         ]
         .map(|(files, dry_run)| keep(&mut errors, load_lists(files, dry_run)));
-        let asn_db = keep(&mut errors, AsnDb::load(&config.asn.databases));
+        let asn_db = keep(&mut errors, AsnDb::load(&asn.databases));
         let asn_block = keep(
             &mut errors,
-            AsnBlock::load(&config.asn.block, config.asn.block_file.as_deref()),
+            AsnBlock::load(&asn.blocked(), asn.block_file.as_deref()),
         );
-        let user_agents = keep(&mut errors, UaRules::load(&config.user_agents, config_path));
+        let user_agents = keep(&mut errors, UaRules::load(user_agents, config_path));
         match (
             allow,
             allow_dry_run,
@@ -91,7 +98,7 @@ impl RuleSet {
                 block_dry_run,
                 asn_db,
                 asn_block,
-                asn_dry_run: config.asn.dry_run,
+                asn_dry_run: asn.dry_run,
                 user_agents,
             }),
             _ => Err(LoadErrors(errors)),

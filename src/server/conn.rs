@@ -11,15 +11,15 @@
 //! The hot path (Serving) works on two buffers per connection, reused for its whole
 //! life: one read fills `input` with everything the socket has; every complete frame in
 //! it is answered in place (a NOTIFY is read without copying,
-//! [`crate::spop::notify`], evaluated, and its ACK written straight into `output`
-//! from the verdict); then one write sends every ACK. Nothing is allocated per frame
+//! [`crate::spop::notify`], decided by the [`Agent`](crate::agent::Agent), and its ACK
+//! written straight into `output` from the verdict by an [`AckWriter`]); then one write
+//! sends every ACK. Nothing is allocated per frame
 //! for messages of up to [`INLINE_ARGS`](crate::spop::notify::INLINE_ARGS)
 //! arguments. Other frames (HELLO, DISCONNECT, errors) take the owned
 //! [`Frame`] path. EOF or a TCP reset at any point is a normal close (HAProxy 3.x
 //! resets idle connections without a DISCONNECT).
 
 use std::pin::Pin;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,18 +29,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tracing::{debug, field, info, info_span, trace, warn, Instrument};
+use tracing::{debug, field, info_span, trace, warn, Instrument};
 
-use super::Shared;
-use crate::engine::{Decision, Engine, Request, Verdict};
-use crate::insight::Observation;
-use crate::metrics::Metrics;
+use super::Service;
+use crate::agent::Decider;
+use crate::decision::Request;
 use crate::spop::codec::PREFIX;
-use crate::spop::frame::{put_header, put_set_var};
 use crate::spop::hello::negotiate;
 use crate::spop::notify::find_message;
 use crate::spop::{
-    header, Disconnect, Error, Flags, Frame, FrameType, Payload, Scope, SpopCodec, Status,
+    header, AckWriter, Disconnect, Error, Frame, FrameType, Payload, Scope, SpopCodec, Status,
 };
 
 /// How long to keep reading (and discarding) after our DISCONNECT, so that unread input
@@ -59,7 +57,7 @@ const READ_SPACE: usize = 32 * 1024;
 pub async fn serve_stream<S>(
     stream: S,
     peer: String,
-    shared: Arc<Shared>,
+    service: Arc<Service>,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -67,15 +65,16 @@ pub async fn serve_stream<S>(
     let span =
         info_span!("conn", peer = %peer, engine_id = field::Empty, max_frame_size = field::Empty);
     async move {
-        let _active = Gauge::up(&shared.metrics.connections_active);
-        Metrics::inc(&shared.metrics.connections_total);
-        let idle = shared.settings.idle_timeout;
+        let metrics = &service.agent.metrics;
+        let _active = metrics.connections_active.hold();
+        metrics.connections.inc();
+        let idle = service.idle_timeout;
         let mut conn = Connection {
             io: stream,
             input: BytesMut::new(),
             output: BytesMut::new(),
-            codec: SpopCodec::new(shared.settings.max_frame_size),
-            shared: &shared,
+            codec: SpopCodec::new(service.max_frame_size),
+            service: &service,
             stopping: Box::pin(shutdown.cancelled_owned()),
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             last_read: tokio::time::Instant::now(),
@@ -123,7 +122,7 @@ struct Connection<'a, S> {
     output: BytesMut,
     /// Frame lengths and the negotiated max-frame-size.
     codec: SpopCodec,
-    shared: &'a Shared,
+    service: &'a Service,
     /// Resolves when the agent shuts down; made once, so that waiting costs no
     /// registration per read.
     stopping: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -135,13 +134,17 @@ struct Connection<'a, S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+    fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.service.agent.metrics
+    }
+
     async fn run(&mut self) -> Ending {
         // Hello: only HAPROXY-HELLO (or HAPROXY-DISCONNECT) is valid.
         let first = match self.next_frame().await {
             Ok(frame) => frame,
             Err(ending) => return ending,
         };
-        self.shared.metrics.frame(first.payload.frame_type());
+        self.metrics().frames.of(first.payload.frame_type()).inc();
         let hello = match first.payload {
             Payload::HaproxyHello(kv) => kv,
             Payload::HaproxyDisconnect(d) => return Ending::PeerDisconnect(d),
@@ -151,7 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 ))
             }
         };
-        let negotiated = match negotiate(&hello, self.shared.settings.max_frame_size) {
+        let negotiated = match negotiate(&hello, self.service.max_frame_size) {
             Ok(negotiated) => negotiated,
             Err(err) => return Ending::Protocol(err),
         };
@@ -163,9 +166,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if let Err(ending) = self.send(negotiated.agent_hello()).await {
             return ending;
         }
-        self.shared.metrics.frame(FrameType::AgentHello);
+        self.metrics().frames.of(FrameType::AgentHello).inc();
         if negotiated.healthcheck {
-            Metrics::inc(&self.shared.metrics.healthchecks_total);
+            self.metrics().healthchecks.inc();
             return Ending::Healthcheck;
         }
         self.codec.set_max_frame_size(negotiated.max_frame_size);
@@ -200,7 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if self.input.capacity() - self.input.len() < READ_SPACE {
             self.input.reserve(READ_SPACE);
         }
-        let idle = self.shared.settings.idle_timeout;
+        let idle = self.service.idle_timeout;
         loop {
             tokio::select! {
                 biased;
@@ -254,14 +257,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     /// Answers every complete frame in `input` into `output`; `Err` ends the session
     /// (the answers before it are still written).
     fn answer_received(&mut self) -> Result<(), Ending> {
-        // One engine for the batch: a reload swaps in the next one between batches.
-        let engine = self.shared.engine.load();
+        // One rule set for the batch: a reload swaps in the next one between batches.
+        let decider = self.service.agent.decider();
         while let Some(body_len) = self.codec.body_len(&mut self.input)? {
             let body = self
                 .input
                 .get(PREFIX..PREFIX + body_len)
                 .unwrap_or_default();
-            let answered = answer(body, &mut self.output, &self.codec, self.shared, &engine);
+            let answered = answer(body, &mut self.output, &self.codec, self.service, &decider);
             self.input.advance(PREFIX + body_len);
             answered?;
         }
@@ -286,7 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
             Ending::Idle => {
                 debug!(
-                    idle_timeout_secs = self.shared.settings.idle_timeout.as_secs(),
+                    idle_timeout_secs = self.service.idle_timeout.as_secs(),
                     "idle timeout"
                 );
                 Disconnect::new(Status::TIMEOUT)
@@ -303,8 +306,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 return;
             }
             Ending::Protocol(err) => {
-                self.shared.metrics.protocol_error(&err);
-                warn!(error = %err, kind = err.kind(), status = err.status().0, "protocol error; disconnecting");
+                self.metrics().protocol_errors.of(err.kind()).inc();
+                warn!(error = %err, kind = err.kind().as_str(), status = err.status().0, "protocol error; disconnecting");
                 Disconnect {
                     status: err.status(),
                     message: Bytes::from(err.to_string()),
@@ -312,7 +315,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         };
         let frame = Frame::new(0, 0, Payload::AgentDisconnect(disconnect));
-        self.shared.metrics.frame(FrameType::AgentDisconnect);
+        self.metrics().frames.of(FrameType::AgentDisconnect).inc();
         if self.send(frame).await.is_err() || self.io.shutdown().await.is_err() {
             return;
         }
@@ -328,49 +331,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
 /// Answers one frame `body` of the Serving state into `output`; `Err` ends the session.
 ///
-/// A NOTIFY is read in place and its ACK written from the verdict; any other frame is
-/// decoded into a [`Frame`] (none of them is valid here but HAPROXY-DISCONNECT).
+/// A NOTIFY is read in place, decided, and its ACK written from the verdict; any other
+/// frame is decoded into a [`Frame`] (none of them is valid here but HAPROXY-DISCONNECT).
 fn answer(
     body: &[u8],
     output: &mut BytesMut,
     codec: &SpopCodec,
-    shared: &Shared,
-    engine: &Engine,
+    service: &Service,
+    decider: &Decider<'_>,
 ) -> Result<(), Ending> {
     let (head, payload) = header(body)?;
     if head.code != FrameType::Notify as u8 || !head.flags.fin() {
-        return other_frame(body, shared);
+        return other_frame(body, service);
     }
-    let metrics = &shared.metrics;
-    metrics.frame(FrameType::Notify);
-    let args = find_message(payload, &shared.settings.message)?;
-    let start = SpopCodec::begin_frame(output);
-    put_header(
-        FrameType::Ack,
-        Flags::FIN,
-        head.stream_id,
-        head.frame_id,
-        output,
-    );
-    match args {
-        Some(args) => {
-            let verdict = evaluate(&Request::from_args(args), shared, engine);
-            verdict.each_action(|name, value| {
-                put_set_var(Scope::Txn, name.as_bytes(), value, output);
-            });
-        }
-        None => Metrics::inc(&metrics.unknown_message_total),
+    let metrics = &service.agent.metrics;
+    metrics.frames.of(FrameType::Notify).inc();
+    let verdict = find_message(payload, &service.message)?
+        .map(|args| decider.decide(&Request::from_args(args), Instant::now()));
+    let mut ack = AckWriter::begin(output, head.stream_id, head.frame_id);
+    match &verdict {
+        Some(verdict) => verdict.each_action(|name, value| {
+            ack.set_var(Scope::Txn, name.as_bytes(), value);
+        }),
+        None => metrics.unknown_messages.inc(),
     }
-    codec.end_frame(start, output)?;
-    metrics.frame(FrameType::Ack);
+    ack.finish(codec)?;
+    metrics.frames.of(FrameType::Ack).inc();
     trace!(stream_id = head.stream_id, frame_id = head.frame_id, "ACK");
     Ok(())
 }
 
 /// Any frame but a whole NOTIFY, in the Serving state: always the end of the session.
-fn other_frame(body: &[u8], shared: &Shared) -> Result<(), Ending> {
+fn other_frame(body: &[u8], service: &Service) -> Result<(), Ending> {
     let frame = Frame::decode(&Bytes::copy_from_slice(body))?;
-    shared.metrics.frame(frame.payload.frame_type());
+    service
+        .agent
+        .metrics
+        .frames
+        .of(frame.payload.frame_type())
+        .inc();
     Err(match frame.payload {
         Payload::NotifyFragment(_) | Payload::Unset(_) => Ending::Protocol(Error::Fragmented),
         Payload::HaproxyDisconnect(d) => Ending::PeerDisconnect(d),
@@ -384,79 +383,6 @@ fn other_frame(body: &[u8], shared: &Shared) -> Result<(), Ending> {
     })
 }
 
-/// Decides one request, and accounts for it: metrics, traffic insight, deny log.
-fn evaluate(request: &Request<'_>, shared: &Shared, engine: &Engine) -> Verdict {
-    let metrics = &shared.metrics;
-    let now = Instant::now();
-    if request.src.is_none() {
-        Metrics::inc(&metrics.invalid_src_total);
-        if let Some(suppressed) = shared.invalid_src_log.check(now) {
-            warn!(
-                suppressed,
-                "guard-check message without a usable `src` argument (IPv4/IPv6 sample expected, \
-                 e.g. `args src=src ...`); request allowed"
-            );
-        }
-    }
-    let verdict = engine.evaluate(request, now);
-    metrics.evaluation.observe(now.elapsed());
-    metrics.verdict(&verdict);
-    if let Some(insight) = &shared.insight {
-        insight.record(&Observation::of(request, &verdict, now));
-    }
-    if let (Decision::Deny, Some(log)) = (verdict.decision, &shared.deny_log) {
-        match log.check(now) {
-            Some(suppressed) => log_deny(request, &verdict, suppressed),
-            None => Metrics::inc(&metrics.deny_logs_suppressed_total),
-        }
-    }
-    verdict
-}
-
-/// Holds a gauge up for as long as it lives.
-struct Gauge<'a>(&'a AtomicU64);
-
-impl<'a> Gauge<'a> {
-    fn up(counter: &'a AtomicU64) -> Self {
-        Metrics::inc(counter);
-        Self(counter)
-    }
-}
-
-impl Drop for Gauge<'_> {
-    fn drop(&mut self) {
-        Metrics::dec(self.0);
-    }
-}
-
-/// Longest request field written in a deny log line, in bytes.
-const LOGGED_FIELD_MAX: usize = 256;
-
-/// One log line for a denied request: who, what and why. `suppressed` denies were not
-/// logged since the previous line ([`crate::config::LogSettings::deny_lines_per_second`]).
-fn log_deny(request: &Request<'_>, verdict: &Verdict, suppressed: u64) {
-    let field = |value: Option<&[u8]>| -> String {
-        value.map_or_else(String::new, |v| {
-            let cut = v.get(..LOGGED_FIELD_MAX).unwrap_or(v);
-            String::from_utf8_lossy(cut).into_owned()
-        })
-    };
-    info!(
-        target: "spoa_guard::deny",
-        src = %request.src.map_or_else(String::new, |s| s.to_string()),
-        asn = verdict.asn.unwrap_or(0),
-        reason = verdict.reason.as_str(),
-        rule = %String::from_utf8_lossy(&verdict.rule),
-        status = verdict.status().unwrap_or(0),
-        method = %field(request.method),
-        host = %field(request.host),
-        path = %field(request.path),
-        ua = %field(request.ua),
-        suppressed,
-        "denied"
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
@@ -464,20 +390,19 @@ mod tests {
     use std::task::{Context, Poll};
 
     use super::*;
-    use crate::config::Settings;
+    use crate::agent::Agent;
     use crate::engine::Engine;
-    use crate::rules::RuleSet;
+    use crate::server::ServerSettings;
     use crate::spop::client::Client;
     use crate::spop::{Arg, Message, TypedData};
+    use std::sync::atomic::AtomicU64;
     use tokio::io::{DuplexStream, ReadBuf};
 
-    fn shared(server_toml: &str) -> Arc<Shared> {
-        let config = Settings::from_toml(server_toml)
-            .unwrap()
-            .validate(std::path::Path::new("/t.toml"))
-            .unwrap();
-        let engine = Engine::new(RuleSet::empty(), crate::limits::Limits::default());
-        Arc::new(Shared::new(engine, &config.server))
+    /// A service with an empty rule set and `[server]` from `server_toml`.
+    fn service(server_toml: &str) -> Arc<Service> {
+        let settings: ServerSettings = toml::from_str(server_toml).unwrap();
+        let agent = Agent::with_engine(Engine::new(Default::default(), Default::default()));
+        Arc::new(Service::new(Arc::new(agent), &settings))
     }
 
     fn notify(stream_id: u64) -> Frame {
@@ -529,7 +454,7 @@ mod tests {
 
     #[tokio::test]
     async fn acks_of_pipelined_notifies_go_out_in_one_write() {
-        let shared = shared("");
+        let shared = service("");
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let writes = Arc::new(AtomicU64::new(0));
         let server = CountingStream {
@@ -560,7 +485,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_connections_get_disconnect_status_2() {
-        let shared = shared("[server]\nidle_timeout_secs = 30\n");
+        let shared = service("idle_timeout_secs = 30\n");
         let (client_io, server_io) = tokio::io::duplex(1 << 16);
         let session = tokio::spawn(serve_stream(
             server_io,
@@ -586,7 +511,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_peer_before_hello_is_dropped_after_the_idle_timeout() {
-        let shared = shared("[server]\nidle_timeout_secs = 5\n");
+        let shared = service("idle_timeout_secs = 5\n");
         let (_client_io, server_io) = tokio::io::duplex(1 << 16);
         let session = tokio::spawn(serve_stream(
             server_io,
@@ -598,6 +523,6 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(Metrics::get(&shared.metrics.connections_active), 0);
+        assert_eq!(shared.agent.metrics.connections_active.get(), 0);
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use super::types::Status;
 
 /// Why a connection cannot go on. Every variant maps to a SPOE.txt §3.5 status code
-/// ([`Error::status`]) sent in the AGENT-DISCONNECT, and to a fixed label
+/// ([`Error::status`]) sent in the AGENT-DISCONNECT, and to an [`ErrorKind`]
 /// ([`Error::kind`]) for logs and metrics.
 ///
 /// Rejecting a frame never formats a string: the details are `&'static str` so that a
@@ -65,19 +65,19 @@ impl Error {
         }
     }
 
-    /// A short fixed label for metrics and structured logs.
-    pub fn kind(&self) -> &'static str {
+    /// What kind of error this is, for metrics and structured logs.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::Io(_) => "io",
-            Self::TooBig { .. } => "too-big",
-            Self::Invalid(_) => "invalid",
-            Self::Unexpected(_) => "unexpected",
-            Self::Fragmented => "fragmented",
-            Self::NoVersion => "no-version",
-            Self::NoFrameSize => "no-frame-size",
-            Self::NoCapabilities => "no-capabilities",
-            Self::BadVersion => "bad-version",
-            Self::BadFrameSize(_) => "bad-frame-size",
+            Self::Io(_) => ErrorKind::Io,
+            Self::TooBig { .. } => ErrorKind::TooBig,
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::Unexpected(_) => ErrorKind::Unexpected,
+            Self::Fragmented => ErrorKind::Fragmented,
+            Self::NoVersion => ErrorKind::NoVersion,
+            Self::NoFrameSize => ErrorKind::NoFrameSize,
+            Self::NoCapabilities => ErrorKind::NoCapabilities,
+            Self::BadVersion => ErrorKind::BadVersion,
+            Self::BadFrameSize(_) => ErrorKind::BadFrameSize,
         }
     }
 
@@ -93,6 +93,51 @@ impl Error {
                     | io::ErrorKind::UnexpectedEof
             ),
             _ => false,
+        }
+    }
+}
+
+/// The kinds of [`Error`], without their details: one counter each. A new [`Error`]
+/// variant must name its kind (the match in [`Error::kind`] is exhaustive), and the
+/// counters follow a new kind by themselves ([`strum::EnumIter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumCount, strum::EnumIter)]
+pub enum ErrorKind {
+    /// [`Error::Io`].
+    Io,
+    /// [`Error::TooBig`].
+    TooBig,
+    /// [`Error::Invalid`].
+    Invalid,
+    /// [`Error::Unexpected`].
+    Unexpected,
+    /// [`Error::Fragmented`].
+    Fragmented,
+    /// [`Error::NoVersion`].
+    NoVersion,
+    /// [`Error::NoFrameSize`].
+    NoFrameSize,
+    /// [`Error::NoCapabilities`].
+    NoCapabilities,
+    /// [`Error::BadVersion`].
+    BadVersion,
+    /// [`Error::BadFrameSize`].
+    BadFrameSize,
+}
+
+impl ErrorKind {
+    /// A short fixed label for metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Io => "io",
+            Self::TooBig => "too-big",
+            Self::Invalid => "invalid",
+            Self::Unexpected => "unexpected",
+            Self::Fragmented => "fragmented",
+            Self::NoVersion => "no-version",
+            Self::NoFrameSize => "no-frame-size",
+            Self::NoCapabilities => "no-capabilities",
+            Self::BadVersion => "bad-version",
+            Self::BadFrameSize => "bad-frame-size",
         }
     }
 }

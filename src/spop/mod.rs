@@ -11,6 +11,8 @@
 //!   message, borrowed, without allocating. `parse` holds the parsers both share.
 //! * [`codec`] — the 4-byte length prefix and the max-frame-size limit, as a
 //!   `tokio_util` codec.
+//! * [`ack`] — the hot path's writing of an ACK: header, set-var actions and length,
+//!   straight into the output buffer.
 //! * [`hello`] — the HELLO negotiation (version, max-frame-size, capabilities).
 //! * [`client`] — a small HAProxy-side client for tests, benchmarks and the load
 //!   generator (it is the only part that does I/O, through a caller-supplied stream).
@@ -25,6 +27,7 @@
 //!            <------------------------ LENGTH bytes ------------------------>
 //! ```
 
+pub mod ack;
 pub mod client;
 pub mod codec;
 mod error;
@@ -35,8 +38,9 @@ mod parse;
 pub mod types;
 pub mod varint;
 
+pub use ack::AckWriter;
 pub use codec::SpopCodec;
-pub use error::Error;
+pub use error::{Error, ErrorKind};
 pub use frame::{Action, Arg, Disconnect, Frame, KvList, Message, Payload};
 pub use notify::{ArgRef, Args};
 pub use parse::{header, Header};

@@ -136,7 +136,7 @@ impl Value<'_> {
 }
 
 /// Frame types (SPOE.txt §3.2.2; `UNSET` is the 2.x continuation fragment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumCount, strum::EnumIter)]
 #[repr(u8)]
 pub enum FrameType {
     /// Continuation of a fragmented NOTIFY (HAProxy 2.x only).
@@ -168,6 +168,20 @@ impl FrameType {
             103 => Self::Ack,
             _ => return None,
         })
+    }
+
+    /// Position in declaration order, 0 to [`FrameType::COUNT`](strum::EnumCount) − 1:
+    /// an index for per-type counters.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Unset => 0,
+            Self::HaproxyHello => 1,
+            Self::HaproxyDisconnect => 2,
+            Self::Notify => 3,
+            Self::AgentHello => 4,
+            Self::AgentDisconnect => 5,
+            Self::Ack => 6,
+        }
     }
 
     /// A label for logs and metrics.

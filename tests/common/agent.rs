@@ -1,5 +1,6 @@
 //! Starting a real spoa-guard agent inside the test process, on 127.0.0.1:0, with rule
-//! files written to a temporary directory; and raw-frame helpers over TCP.
+//! files written to a temporary directory (through `serve::start`, as `main` does); the
+//! agent binary as a process of its own; and raw-frame helpers over TCP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,21 +10,23 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use spoa_guard::config::Config;
-use spoa_guard::engine::Engine;
-use spoa_guard::server::{self, Listener, Shared};
+use spoa_guard::serve::{self, Running};
 use spoa_guard::spop::{Arg, Frame, Message, SpopCodec, TypedData};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, Framed};
 use tokio_util::sync::CancellationToken;
 
 /// An agent serving on a loopback port until dropped or [`Agent::stop`]ped.
 pub struct Agent {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`, `/top`), if started
+    /// with one.
+    pub ops: Option<SocketAddr>,
+    /// The running agent's state: rules in force, metrics, insight.
+    pub state: Arc<spoa_guard::agent::Agent>,
     pub shutdown: CancellationToken,
-    task: Option<JoinHandle<()>>,
+    running: Option<Running>,
     pub dir: tempfile::TempDir,
 }
 
@@ -37,8 +40,19 @@ impl Agent {
         Self::with_lists(ALLOW, BLOCK, "").await
     }
 
+    /// An agent with the default test lists and its operations listener on a free
+    /// loopback port.
+    pub async fn with_ops() -> Agent {
+        Self::configured(ALLOW, BLOCK, "", "[metrics]\nlisten = \"127.0.0.1:0\"\n").await
+    }
+
     /// An agent with the given list contents and extra `[server]` lines.
     pub async fn with_lists(allow: &str, block: &str, server_extra: &str) -> Agent {
+        Self::configured(allow, block, server_extra, "").await
+    }
+
+    /// An agent with the given list contents, extra `[server]` lines and extra sections.
+    pub async fn configured(allow: &str, block: &str, server_extra: &str, sections: &str) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("allow.txt"), allow).unwrap();
         std::fs::write(dir.path().join("blocklist.txt"), block).unwrap();
@@ -47,28 +61,18 @@ impl Agent {
             &config_path,
             format!(
                 "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_timeout_secs = 5\n{server_extra}\n\
-                 [lists]\nallow = [\"allow.txt\"]\nblock = [\"blocklist.txt\"]\n"
+                 [lists]\nallow = [\"allow.txt\"]\nblock = [\"blocklist.txt\"]\n{sections}"
             ),
         )
         .unwrap();
         let config = Config::load(&config_path).unwrap();
-        let engine = Engine::load(&config.rules, &config.path, None).unwrap();
-        let listener = Listener::bind(&config.server.listen, config.server.backlog).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared::new(engine, &config.server));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(server::run(
-            listener,
-            shared.clone(),
-            config.server.max_connections,
-            shutdown.clone(),
-            config.server.shutdown_timeout,
-        ));
+        let running = serve::start(config).await.unwrap();
         Agent {
-            addr,
-            shared,
-            shutdown,
-            task: Some(task),
+            addr: running.spop_addr().unwrap(),
+            ops: running.ops_addr(),
+            state: running.agent().clone(),
+            shutdown: running.shutdown_token(),
+            running: Some(running),
             dir,
         }
     }
@@ -78,14 +82,12 @@ impl Agent {
         self.dir.path().join(name)
     }
 
-    /// Cancels the agent and waits until `server::run` has returned.
+    /// Cancels the agent and waits until it has stopped.
     pub async fn stop(&mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(Duration::from_secs(10), running.stop())
                 .await
-                .expect("agent did not stop")
-                .unwrap();
+                .expect("agent did not stop");
         }
     }
 }

@@ -2,11 +2,17 @@
 //! and types of the variables sent back to HAProxy (design.md "Variables returned").
 
 use bytes::Bytes;
+use smallvec::SmallVec;
+use strum::{EnumCount, EnumIter};
 
+use super::RuleId;
 use crate::spop::{Action, Value};
 
 /// What HAProxy should do with the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Counters indexed by decision ([`EnumCount`], [`EnumIter`]) follow a new variant by
+/// themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, EnumCount, EnumIter)]
 pub enum Decision {
     /// Let it through.
     Allow,
@@ -25,7 +31,7 @@ impl Decision {
 }
 
 /// Which evaluation step decided (design.md "Evaluation order").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, EnumCount, EnumIter)]
 pub enum Reason {
     /// The source is in an allow list.
     Allowlist,
@@ -65,13 +71,21 @@ pub struct Verdict {
     /// The name of what decided (list file stem, `AS<n>`, rule or limit name); empty
     /// when nothing matched.
     pub rule: Bytes,
+    /// The rule that decided, numbered by the engine that decided (for its hit counter).
+    pub rule_id: Option<RuleId>,
     /// Seconds until the limit's bucket has a token again (rate-limit denies only).
     pub retry_after: Option<u32>,
     /// The source's autonomous system, when a database is loaded and knows the address.
     pub asn: Option<u32>,
-    /// The first dry-run rule that would have denied, if any.
+    /// The first dry-run rule that would have denied, if any (`txn.guard.dry_run`).
     pub dry_run: Option<DryRun>,
+    /// Every dry-run rule that would have denied, the first included: each one's hit
+    /// counter goes up, so a rule behind another dry-run rule is still sized correctly.
+    pub dry_run_hits: DryRunHits,
 }
+
+/// The rules behind dry-run hits of one request; four fit without allocating.
+pub type DryRunHits = SmallVec<[RuleId; 4]>;
 
 /// A dry-run rule that would have denied: reported, counted, never enforced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,15 +114,17 @@ impl Verdict {
         Self::new(Decision::Allow, Reason::None, Bytes::new())
     }
 
-    /// A verdict with no ASN, retry hint or dry-run report yet.
+    /// A verdict with no rule id, ASN, retry hint or dry-run report yet.
     pub fn new(decision: Decision, reason: Reason, rule: Bytes) -> Self {
         Self {
             decision,
             reason,
             rule,
+            rule_id: None,
             retry_after: None,
             asn: None,
             dry_run: None,
+            dry_run_hits: DryRunHits::new(),
         }
     }
 

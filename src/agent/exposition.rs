@@ -1,0 +1,38 @@
+//! The agent's Prometheus registry: one collector that reads the agent's metrics, the
+//! rules in force and traffic insight at scrape time, through
+//! [`metrics::exposition`](crate::metrics::exposition).
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::registry::Registry;
+
+use super::Agent;
+use crate::metrics::exposition::{self, Sources};
+
+/// The registry of `agent`: every `spoa_guard_*` series.
+pub fn registry(agent: Arc<Agent>) -> Registry {
+    let mut registry = Registry::with_prefix("spoa_guard");
+    registry.register_collector(Box::new(AgentCollector { agent }));
+    registry
+}
+
+#[derive(Debug)]
+struct AgentCollector {
+    agent: Arc<Agent>,
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let rules = self.agent.in_force();
+        exposition::encode_all(
+            encoder,
+            &Sources {
+                metrics: &self.agent.metrics,
+                engine: &rules.engine,
+                insight: self.agent.insight(),
+            },
+        )
+    }
+}

@@ -1,0 +1,302 @@
+//! `spoa-guard top`: a terminal view of who is hitting us, refreshed like `top`. It
+//! reads `GET /top` from a running agent's operations listener (`[metrics] listen`) as a
+//! [`TopReport`] and prints, for every dimension (source network, source, ASN, path,
+//! host, user agent), the heaviest keys with their request count and share, for all
+//! traffic or for denied traffic.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::HOST;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::say;
+use crate::config::Config;
+use crate::insight::{ClassTop, Dimension, TopReport};
+
+/// How long one fetch may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The dimensions in display order, with their titles.
+const DIMENSIONS: [(Dimension, &str); 6] = [
+    (Dimension::SrcNet, "SOURCE NETWORK"),
+    (Dimension::Src, "SOURCE"),
+    (Dimension::Asn, "ASN"),
+    (Dimension::Path, "PATH"),
+    (Dimension::Host, "HOST"),
+    (Dimension::Ua, "USER AGENT"),
+];
+
+/// What `top` shows and where it reads it.
+#[derive(Debug, clap::Args)]
+pub struct TopArgs {
+    /// The agent's operations listener (`[metrics] listen`); default: read from --config,
+    /// else 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub addr: Option<SocketAddr>,
+    /// Window: 30s, 1m, 5m (at most the agent's insight window).
+    #[arg(long, default_value = "1m")]
+    pub window: String,
+    /// Entries per dimension.
+    #[arg(short, long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=100))]
+    pub n: u16,
+    /// Show denied traffic only.
+    #[arg(long)]
+    pub denied: bool,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub interval: u64,
+    /// Print once and exit (for scripts); exit 1 if the agent cannot be read.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// Which class of traffic to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Every request.
+    All,
+    /// Denied requests.
+    Denied,
+}
+
+/// Shows the report until interrupted (or once, with `--once`).
+pub fn run(config: &Path, args: &TopArgs) -> ExitCode {
+    let addr = args.addr.unwrap_or_else(|| {
+        Config::load(config)
+            .ok()
+            .and_then(|c| c.startup.metrics.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464)))
+    });
+    let class = if args.denied {
+        Class::Denied
+    } else {
+        Class::All
+    };
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("cannot start the runtime");
+        return ExitCode::FAILURE;
+    };
+    let tty = std::io::stdout().is_terminal();
+    runtime.block_on(async {
+        loop {
+            match fetch(addr, &args.window, usize::from(args.n)).await {
+                Ok(report) => {
+                    let text = render(&report, class, 120);
+                    if tty && !args.once {
+                        // Clear the screen and go home, as top does.
+                        say!("\x1b[2J\x1b[H{text}");
+                    } else {
+                        say!("{text}");
+                    }
+                }
+                Err(message) => {
+                    eprintln!("spoa-guard top: {message}");
+                    if args.once {
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            if args.once {
+                return ExitCode::SUCCESS;
+            }
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+                () = tokio::time::sleep(Duration::from_secs(args.interval)) => {}
+            }
+        }
+    })
+}
+
+/// Why the report could not be read, in words for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Nothing listens there.
+    #[error("cannot connect to {addr}: {source} (is [metrics] listen set?)")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// HTTP failed.
+    #[error("{addr}: {source}")]
+    Http {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: hyper::Error,
+    },
+    /// The agent answered with an error.
+    #[error("{addr}/top: {status}: {body}")]
+    Status {
+        /// Where.
+        addr: SocketAddr,
+        /// The status.
+        status: hyper::StatusCode,
+        /// The answer's body.
+        body: String,
+    },
+    /// The answer is not a report.
+    #[error("{addr}/top: not a report: {source}")]
+    Json {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// No answer in time.
+    #[error("{0}: no answer within {FETCH_TIMEOUT:?}")]
+    Timeout(SocketAddr),
+}
+
+/// Fetches `GET /top?window=…&n=…` from the agent at `addr`.
+///
+/// # Errors
+///
+/// Connection refused, timeout, a non-200 answer or a body that is not a report.
+pub async fn fetch(addr: SocketAddr, window: &str, n: usize) -> Result<TopReport, FetchError> {
+    let fetch = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| FetchError::Connect { addr, source })?;
+        let http = |source| FetchError::Http { addr, source };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        tokio::spawn(connection);
+        let uri = format!("/top?window={}&n={n}", percent(window));
+        let request = Request::get(uri)
+            .header(HOST, addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .map_err(|_| FetchError::Status {
+                addr,
+                status: hyper::StatusCode::BAD_REQUEST,
+                body: format!("--window {window:?} cannot be sent"),
+            })?;
+        let response = sender.send_request(request).await.map_err(http)?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http)?
+            .to_bytes();
+        if !status.is_success() {
+            let body = String::from_utf8_lossy(&body).trim().to_string();
+            return Err(FetchError::Status { addr, status, body });
+        }
+        serde_json::from_slice(&body).map_err(|source| FetchError::Json { addr, source })
+    };
+    tokio::time::timeout(FETCH_TIMEOUT, fetch)
+        .await
+        .map_err(|_| FetchError::Timeout(addr))?
+}
+
+/// `text` with everything but unreserved characters percent-encoded, for a query value.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Renders a report for `class`, `width` columns wide.
+pub fn render(report: &TopReport, class: Class, width: usize) -> String {
+    let mut out = String::new();
+    let (requests, denied) = (report.totals.requests, report.totals.denied);
+    let ratio = if requests == 0 {
+        0.0
+    } else {
+        denied as f64 / requests as f64 * 100.0
+    };
+    let _ = writeln!(
+        out,
+        "spoa-guard top — last {}s (covering {:.0}s): {requests} requests, {denied} denied ({ratio:.1}%)",
+        report.window_secs, report.covered_secs,
+    );
+    let sampling = &report.sampling;
+    let counts = if sampling.exact {
+        "exact (every request counted)".to_string()
+    } else {
+        let interval = sampling.interval.max(sampling.interval_denied);
+        format!("estimated (1 in {interval} sampled; ±error shown)")
+    };
+    let shown = match class {
+        Class::All => "all",
+        Class::Denied => "denied",
+    };
+    let _ = writeln!(out, "showing {shown} traffic; counts {counts}");
+    let top: &ClassTop = match class {
+        Class::All => &report.all,
+        Class::Denied => &report.denied,
+    };
+    let key_width = width.saturating_sub(24).max(20);
+    for (dimension, title) in DIMENSIONS {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{:>10} {:>6}  {title}", "REQUESTS", "SHARE");
+        let entries = top.get(dimension);
+        if entries.is_empty() {
+            let _ = writeln!(out, "{:>10} {:>6}  -", "", "");
+        }
+        for entry in entries {
+            let name: String = entry.key.chars().take(key_width).collect();
+            let count = if entry.error > 0 {
+                format!("{}±{}", entry.count, entry.error)
+            } else {
+                entry.count.to_string()
+            };
+            let _ = writeln!(out, "{count:>10} {:>5.1}%  {name}", entry.share * 100.0);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_dimension_with_counts_and_shares() {
+        let report: TopReport = serde_json::from_value(serde_json::json!({
+            "window_secs": 60, "covered_secs": 55.0, "slot_secs": 10, "counters": 100,
+            "totals": { "requests": 1000, "denied": 250 },
+            "sampling": { "exact": true, "interval": 1, "interval_denied": 1, "dropped": 0 },
+            "all": {
+                "src": [{ "key": "203.0.113.9", "count": 800, "share": 0.8, "error": 0 }],
+                "src_net": [{ "key": "203.0.113.0/24", "count": 900, "share": 0.9, "error": 3 }],
+                "asn": [], "path": [], "host": [], "ua": []
+            },
+            "denied": { "src": [], "src_net": [], "asn": [], "path": [], "host": [], "ua": [] }
+        }))
+        .unwrap();
+        let text = render(&report, Class::All, 100);
+        assert!(text.contains("1000 requests, 250 denied (25.0%)"), "{text}");
+        assert!(text.contains("       800  80.0%  203.0.113.9"), "{text}");
+        assert!(text.contains("     900±3  90.0%  203.0.113.0/24"), "{text}");
+        assert!(text.find("SOURCE NETWORK") < text.find("USER AGENT"));
+        let denied = render(&report, Class::Denied, 100);
+        assert!(!denied.contains("203.0.113.9"), "{denied}");
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(percent("1m"), "1m");
+        assert_eq!(percent("1m&n=5 x"), "1m%26n%3D5%20x");
+    }
+}

@@ -1,0 +1,272 @@
+//! The rules of an engine as one numbered table ([`RuleTable`]): every list, the
+//! blocked-ASN set, every user-agent rule and every limit, with its step, name, mode and
+//! size. A verdict names rules by their [`RuleId`] here; metrics, `check`, `eval` and the
+//! rule gauges read the table instead of knowing each kind. [`Summary`] adds it up per
+//! step.
+
+use std::fmt;
+
+use bytes::Bytes;
+use strum::IntoEnumIterator;
+
+use super::step::{Measure, Step};
+use crate::decision::{RuleAction, RuleId};
+use crate::limits::Limits;
+use crate::rules::RuleSet;
+
+/// The rule label of the blocked-ASN set in metrics (`txn.guard.rule` names the AS).
+pub const ASN_RULE: &str = "blocked-asns";
+
+/// One configured rule as the engine holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// The step that evaluates it.
+    pub step: Step,
+    /// Its name: the list's file stem, the rule's or limit's name, [`ASN_RULE`].
+    pub name: Bytes,
+    /// Evaluated and counted, never decisive.
+    pub dry_run: bool,
+    /// What a match does.
+    pub action: RuleAction,
+    /// Its size in the step's unit (entries, ASNs, patterns); 1 for a limit.
+    pub size: usize,
+}
+
+/// Where each kind of rule starts in the table.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Offsets {
+    pub allow: u32,
+    pub allow_dry_run: u32,
+    pub block: u32,
+    pub block_dry_run: u32,
+    pub asn: u32,
+    pub user_agent: u32,
+    pub limit: u32,
+}
+
+/// Every rule of an engine, numbered in evaluation order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleTable {
+    rules: Vec<RuleInfo>,
+    pub(crate) offsets: Offsets,
+}
+
+impl RuleTable {
+    /// Numbers the rules of `rules` and `limits`.
+    pub(crate) fn build(rules: &RuleSet, limits: &Limits) -> RuleTable {
+        let mut table = RuleTable::default();
+        let lists = [
+            (Step::Allowlist, &rules.allow, false, RuleAction::Allow),
+            (
+                Step::Allowlist,
+                &rules.allow_dry_run,
+                true,
+                RuleAction::Allow,
+            ),
+            (Step::Blocklist, &rules.block, false, RuleAction::Deny),
+            (
+                Step::Blocklist,
+                &rules.block_dry_run,
+                true,
+                RuleAction::Deny,
+            ),
+        ];
+        for (i, (step, matcher, dry_run, action)) in lists.into_iter().enumerate() {
+            let at = table.next();
+            match i {
+                0 => table.offsets.allow = at,
+                1 => table.offsets.allow_dry_run = at,
+                2 => table.offsets.block = at,
+                _ => table.offsets.block_dry_run = at,
+            }
+            for (name, size) in matcher.lists() {
+                table.push(step, name.clone(), dry_run, action, size);
+            }
+        }
+        table.offsets.asn = table.next();
+        if !rules.asn_block.is_empty() {
+            let name = Bytes::from_static(ASN_RULE.as_bytes());
+            let size = rules.asn_block.len();
+            table.push(Step::Asn, name, rules.asn_dry_run, RuleAction::Deny, size);
+        }
+        table.offsets.user_agent = table.next();
+        for rule in rules.user_agents.rules() {
+            let (name, dry_run) = (rule.name().clone(), rule.dry_run());
+            table.push(
+                Step::UserAgent,
+                name,
+                dry_run,
+                rule.action(),
+                rule.patterns(),
+            );
+        }
+        table.offsets.limit = table.next();
+        for limit in limits.iter() {
+            let (name, dry_run) = (limit.name().clone(), limit.dry_run());
+            table.push(Step::RateLimit, name, dry_run, RuleAction::Deny, 1);
+        }
+        table
+    }
+
+    fn next(&self) -> u32 {
+        u32::try_from(self.rules.len()).unwrap_or(u32::MAX)
+    }
+
+    fn push(&mut self, step: Step, name: Bytes, dry_run: bool, action: RuleAction, size: usize) {
+        self.rules.push(RuleInfo {
+            step,
+            name,
+            dry_run,
+            action,
+            size,
+        });
+    }
+
+    /// Every rule with its id, in evaluation order.
+    pub fn iter(&self) -> impl Iterator<Item = (RuleId, &RuleInfo)> + '_ {
+        (0..).map(RuleId).zip(&self.rules)
+    }
+
+    /// The rule numbered `id`.
+    pub fn get(&self, id: RuleId) -> Option<&RuleInfo> {
+        self.rules.get(id.index())
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// The id of the `index`-th rule from `offset`.
+pub(crate) fn id(offset: u32, index: usize) -> RuleId {
+    RuleId(offset.saturating_add(u32::try_from(index).unwrap_or(u32::MAX)))
+}
+
+/// What an engine holds, in numbers: for start-up and reload logs, `check` and the
+/// `spoa_guard_rules` gauges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Per step, in evaluation order.
+    pub steps: Vec<StepSummary>,
+    /// Merged ranges of the ASN databases (data the `asn` step and `asn` keys use).
+    pub asn_ranges: usize,
+}
+
+/// One step's rules, added up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepSummary {
+    /// The step.
+    pub step: Step,
+    /// Enforcing rules.
+    pub rules: usize,
+    /// Their sizes, added.
+    pub size: usize,
+    /// Dry-run rules.
+    pub dry_run_rules: usize,
+    /// Their sizes, added.
+    pub dry_run_size: usize,
+}
+
+impl Summary {
+    /// Adds up `table`; `asn_ranges` from the ASN database.
+    pub fn of(table: &RuleTable, asn_ranges: usize) -> Summary {
+        let steps = Step::iter()
+            .map(|step| {
+                let mut s = StepSummary {
+                    step,
+                    rules: 0,
+                    size: 0,
+                    dry_run_rules: 0,
+                    dry_run_size: 0,
+                };
+                for (_, rule) in table.iter().filter(|(_, r)| r.step == step) {
+                    if rule.dry_run {
+                        s.dry_run_rules += 1;
+                        s.dry_run_size = s.dry_run_size.saturating_add(rule.size);
+                    } else {
+                        s.rules += 1;
+                        s.size = s.size.saturating_add(rule.size);
+                    }
+                }
+                s
+            })
+            .collect();
+        Summary { steps, asn_ranges }
+    }
+
+    /// The summary of `step`.
+    pub fn step(&self, step: Step) -> StepSummary {
+        self.steps
+            .iter()
+            .copied()
+            .find(|s| s.step == step)
+            .unwrap_or(StepSummary {
+                step,
+                rules: 0,
+                size: 0,
+                dry_run_rules: 0,
+                dry_run_size: 0,
+            })
+    }
+
+    /// The `spoa_guard_rules{kind}` gauges, from each step's descriptor, plus
+    /// `asn_ranges`.
+    pub fn gauges(&self) -> Vec<(&'static str, usize)> {
+        let mut gauges: Vec<(&'static str, usize)> = Vec::new();
+        for s in &self.steps {
+            for &(kind, measure) in s.step.info().gauges {
+                let value = match measure {
+                    Measure::EnforcedSize => s.size,
+                    Measure::DryRunSize => s.dry_run_size,
+                    Measure::Size => s.size.saturating_add(s.dry_run_size),
+                    Measure::Rules => s.rules + s.dry_run_rules,
+                };
+                match gauges.iter_mut().find(|(k, _)| *k == kind) {
+                    Some((_, sum)) => *sum = sum.saturating_add(value),
+                    None => gauges.push((kind, value)),
+                }
+            }
+        }
+        gauges.push(("asn_ranges", self.asn_ranges));
+        gauges
+    }
+}
+
+impl StepSummary {
+    /// `2 lists (190000 entries), 1 in dry run (12 entries)`, or `none`.
+    pub fn describe(&self) -> String {
+        let info = self.step.info();
+        let count = |n: usize, size: usize| {
+            let noun = if n == 1 { info.noun.0 } else { info.noun.1 };
+            if info.unit.is_empty() {
+                format!("{n} {noun}")
+            } else {
+                format!("{n} {noun} ({size} {})", info.unit)
+            }
+        };
+        let mut text = count(self.rules, self.size);
+        if self.dry_run_rules > 0 {
+            let dry = count(self.dry_run_rules, self.dry_run_size);
+            text.push_str(&format!(", {dry} in dry run"));
+        }
+        text
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.steps.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{} {}", s.step.as_str(), s.describe())?;
+        }
+        write!(f, "; ASN database {} ranges", self.asn_ranges)
+    }
+}

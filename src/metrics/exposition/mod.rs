@@ -1,0 +1,97 @@
+//! The Prometheus exposition: what the agent's collector writes at scrape time, split
+//! by area — traffic (decisions, rule hits, latency, insight), protocol (connections,
+//! frames, errors), rules (reloads, rule sizes, rate-limit keys) and process.
+//!
+//! Names follow Prometheus conventions: prefix `spoa_guard_`, base units (seconds,
+//! bytes), `_total` for counters (added by the encoder). The README lists every series;
+//! the alert rules and the dashboard in `deploy/` use them.
+
+mod process;
+mod protocol;
+mod rules;
+mod traffic;
+
+pub use process::resident_memory_bytes;
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use super::{Counters, Label, Metrics};
+use crate::engine::Engine;
+use crate::insight::Insight;
+
+/// What one scrape reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// The agent's counters.
+    pub metrics: &'a Metrics,
+    /// The rules in force.
+    pub engine: &'a Engine,
+    /// Traffic insight, if on.
+    pub insight: Option<&'a Insight>,
+}
+
+/// Writes every series of `sources`.
+///
+/// # Errors
+///
+/// Only if formatting fails, which writing to a `String` does not.
+pub fn encode_all(mut encoder: DescriptorEncoder<'_>, sources: &Sources<'_>) -> Encoded {
+    process::build_info(&mut encoder)?;
+    traffic::encode(&mut encoder, sources)?;
+    protocol::encode(&mut encoder, sources.metrics)?;
+    rules::encode(&mut encoder, sources)?;
+    process::encode(&mut encoder)
+}
+
+/// The text exposition of `registry` (OpenMetrics text format, which Prometheus reads).
+///
+/// # Errors
+///
+/// Only if formatting fails, which writing to a `String` does not.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut text = String::with_capacity(8 * 1024);
+    prometheus_client::encoding::text::encode(&mut text, registry)?;
+    Ok(text)
+}
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The result of writing a series.
+pub type Encoded = Result<(), std::fmt::Error>;
+
+/// A counter without labels.
+fn counter(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: u64) -> Encoded {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    ConstCounter::new(value).encode(metric)
+}
+
+/// A gauge without labels.
+fn gauge(encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64) -> Encoded {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+/// A counter family with one series per value of `L`, labelled `label`.
+fn by_label<L: Label>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    label: &str,
+    counters: &Counters<L>,
+) -> Encoded {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in counters.iter() {
+        ConstCounter::new(count).encode(family.encode_family(&[(label, value.label())])?)?;
+    }
+    Ok(())
+}
+
+/// A size as a gauge value.
+fn clamp(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,77 @@
+//! The rules: reloads and their state, the size of the rule set in force (one gauge per
+//! kind, derived from each step's descriptor), and the rate limits' keys.
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
+
+use super::{by_label, clamp, gauge, Encoded, Sources};
+use crate::engine::Engine;
+
+pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>) -> Encoded {
+    let m = sources.metrics;
+    by_label(
+        encoder,
+        "reloads",
+        "Rule reloads, by result (failure: the previous rules stayed in force).",
+        "result",
+        &m.reloads,
+    )?;
+    gauge(
+        encoder,
+        "reload_failing",
+        "1 while the last reload failed: the rule files on disk are not the rules in force.",
+        m.reload_failing.get(),
+    )?;
+    let metric = encoder.encode_descriptor(
+        "rules_loaded_timestamp",
+        "Unix time the rules in force were loaded.",
+        Some(&Unit::Seconds),
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(m.rules_loaded_unix_seconds.get()).encode(metric)?;
+    sizes(encoder, sources.engine)?;
+    limits(encoder, sources.engine)
+}
+
+fn sizes(encoder: &mut DescriptorEncoder<'_>, engine: &Engine) -> Encoded {
+    let mut family = encoder.encode_descriptor(
+        "rules",
+        "Size of the rule set in force, by kind.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (kind, value) in engine.summary().gauges() {
+        ConstGauge::new(clamp(value)).encode(family.encode_family(&[("kind", kind)])?)?;
+    }
+    Ok(())
+}
+
+fn limits(encoder: &mut DescriptorEncoder<'_>, engine: &Engine) -> Encoded {
+    let mut keys = encoder.encode_descriptor(
+        "ratelimit_keys",
+        "Keys (clients, paths, …) each rate limit tracks now.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for limit in engine.limits().iter() {
+        let name = String::from_utf8_lossy(limit.name());
+        ConstGauge::new(clamp(limit.key_count()))
+            .encode(keys.encode_family(&[("limit", name.as_ref())])?)?;
+    }
+    let mut untracked = encoder.encode_descriptor(
+        "ratelimit_untracked",
+        "Requests not limited because their limit was at max_keys (fail open); resets when the \
+         limit changes.",
+        None,
+        MetricType::Counter,
+    )?;
+    for limit in engine.limits().iter() {
+        let name = String::from_utf8_lossy(limit.name());
+        ConstCounter::new(limit.untracked())
+            .encode(untracked.encode_family(&[("limit", name.as_ref())])?)?;
+    }
+    Ok(())
+}

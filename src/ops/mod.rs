@@ -1,0 +1,54 @@
+//! The operations listeners: HTTP for people and tools around the agent, apart from the
+//! SPOP traffic. Today one, `[metrics] listen`, read-only: Prometheus metrics, health and
+//! readiness probes, and the traffic-insight report behind `spoa-guard top`
+//! ([`Endpoints`]). Plain HTTP/1.1 on hyper ([`http`]), for scrapers and probes on a
+//! trusted network: bind it to loopback or a private address. It is bounded like the
+//! SPOP side: a connection cap, a deadline to send the request head, GET only.
+
+pub mod endpoints;
+pub mod http;
+pub mod top_query;
+
+pub use endpoints::Endpoints;
+pub use top_query::{parse_window, BadQuery, TopQuery};
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `"127.0.0.1:9464"`: serve `/metrics`, `/healthz`, `/readyz` and `/top` there.
+    /// Absent: no HTTP listener.
+    #[serde(deserialize_with = "socket_address")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// An `address:port`, with an error that shows what is expected.
+fn socket_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not an address:port (\"127.0.0.1:9464\", \"[::1]:9464\")"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_is_an_address_and_port() {
+        let s: MetricsSettings = toml::from_str("listen = \"127.0.0.1:9464\"").unwrap();
+        assert_eq!(s.listen, Some("127.0.0.1:9464".parse().unwrap()));
+        let e = toml::from_str::<MetricsSettings>("listen = \"localhost\"").unwrap_err();
+        assert!(
+            e.message().contains("\"localhost\" is not an address:port"),
+            "{e}"
+        );
+        assert_eq!(MetricsSettings::default().listen, None);
+    }
+}

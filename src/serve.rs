@@ -1,0 +1,334 @@
+//! The composition root: the one place that puts a running agent together. `main`, the
+//! integration tests, the benchmarks and the load generator all start an agent with
+//! [`start`] (or [`start_file`]), so they run exactly what production runs.
+//!
+//! ```text
+//!  Config ──► Engine::load (blocking pool) ──► Agent ──┬─► server::run   (SPOP listener)
+//!                                                      ├─► ops::http::serve (metrics, health, top)
+//!                                                      ├─► Reloader::run  (watch, rebuild, swap)
+//!                                                      └─► Agent::spawn_tasks (eviction, insight)
+//! ```
+//!
+//! [`start`] returns a [`Running`] agent: its addresses, its state, and the handles to
+//! reload it or stop it. Signals are `main`'s business ([`run`]): SIGTERM/SIGINT drain
+//! and stop, SIGHUP reloads.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::agent::{Agent, AgentSettings};
+use crate::config::{Config, ConfigErrors, LogFormat, LogSettings};
+use crate::engine::Engine;
+use crate::insight::InvalidInsight;
+use crate::ops::{self, Endpoints};
+use crate::reload::{Reloader, Stamps};
+use crate::rules::LoadErrors;
+use crate::server::{self, Listener, Service};
+
+/// Why an agent did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A rule file is invalid.
+    #[error("{} error(s) in rule files; not starting", .0 .0.len())]
+    Rules(LoadErrors),
+    /// A listener could not be bound.
+    #[error("cannot listen on {listen} ({what}): {source}")]
+    Bind {
+        /// Which listener (`server.listen`, `metrics.listen`).
+        what: &'static str,
+        /// The address.
+        listen: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+    /// The traffic-insight settings are invalid.
+    #[error(transparent)]
+    Insight(#[from] InvalidInsight),
+    /// The runtime could not start, or the rule loader died.
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// A running agent; see the module docs.
+#[derive(Debug)]
+pub struct Running {
+    agent: Arc<Agent>,
+    spop_addr: Option<SocketAddr>,
+    ops_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    /// Stops the operations listener, which outlives the SPOP side so that `/readyz`
+    /// says 503 while connections drain.
+    ops_stop: CancellationToken,
+    reload: Arc<Notify>,
+    tasks: TaskTracker,
+    server: JoinHandle<()>,
+}
+
+impl Running {
+    /// The agent's state: rules in force, metrics, insight.
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    /// The SPOP listener's TCP address (useful with port 0); `None` on a unix socket.
+    pub fn spop_addr(&self) -> Option<SocketAddr> {
+        self.spop_addr
+    }
+
+    /// The operations listener's address, when `[metrics] listen` is set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops_addr
+    }
+
+    /// The token whose cancellation starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Reloads the rules now, as SIGHUP does.
+    pub fn reload(&self) {
+        self.reload.notify_one();
+    }
+
+    /// The handle SIGHUP notifies to reload.
+    pub fn reload_handle(&self) -> Arc<Notify> {
+        self.reload.clone()
+    }
+
+    /// Waits until the SPOP side has stopped (after [`Running::shutdown_token`] is
+    /// cancelled and connections drained, or the deadline passed), then stops the rest.
+    pub async fn stopped(self) {
+        let _ = self.server.await;
+        self.shutdown.cancel();
+        self.ops_stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Starts a graceful shutdown and waits for it.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.stopped().await;
+    }
+}
+
+/// Starts an agent for `config`: loads the rules (on the blocking pool), binds the
+/// listeners, and spawns the server, the operations listener, the reloader and the
+/// periodic tasks on the current runtime.
+///
+/// # Errors
+///
+/// Invalid rule files, a listener that cannot be bound, invalid insight settings.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let stamps = Stamps::of(&config.files());
+    start_stamped(config, stamps).await
+}
+
+/// Reads the configuration at `path` and starts it like [`start`]; the files' stamps
+/// are taken before they are read, so that a change during the start is reloaded.
+///
+/// # Errors
+///
+/// As [`start`], plus an invalid configuration.
+pub async fn start_file(path: &Path) -> Result<Running, StartError> {
+    let stamps = Stamps::of(&[path]);
+    let config = Config::load(path)?;
+    let stamps = stamps.extended_to(&config.files());
+    start_stamped(config, stamps).await
+}
+
+async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartError> {
+    let engine = load_rules(&config).await?;
+    info!(rules = %engine.summary(), "rules loaded");
+    let server_settings = &config.startup.server;
+    let listener =
+        Listener::bind(&server_settings.listen, server_settings.backlog()).map_err(|source| {
+            StartError::Bind {
+                what: "server.listen",
+                listen: server_settings.listen.to_string(),
+                source,
+            }
+        })?;
+    let spop_addr = listener.local_addr();
+    let settings = AgentSettings {
+        deny_lines_per_second: config.startup.log.deny_lines_per_second,
+        insight: Some(config.startup.insight.clone()),
+    };
+    let agent = Arc::new(Agent::new(engine, &settings)?);
+    let (shutdown, ops_stop) = (CancellationToken::new(), CancellationToken::new());
+    let tasks = TaskTracker::new();
+    let (ops_addr, endpoints): (_, Option<Arc<Endpoints>>) = match config.startup.metrics.listen {
+        Some(addr) => {
+            let listener = ops::http::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "metrics.listen",
+                    listen: addr.to_string(),
+                    source,
+                })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            let endpoints = Endpoints::new(agent.clone());
+            tasks.spawn(ops::http::serve(
+                listener,
+                endpoints.clone(),
+                ops_stop.clone(),
+            ));
+            info!(listen = %bound, "metrics, health and traffic insight on http://{bound}/");
+            (Some(bound), Some(endpoints))
+        }
+        None => (None, None),
+    };
+    agent.spawn_tasks(&tasks, &shutdown);
+    let reload = Arc::new(Notify::new());
+    let service = Arc::new(Service::new(agent.clone(), server_settings));
+    let (max_connections, grace) = (
+        server_settings.max_connections,
+        server_settings.shutdown_timeout(),
+    );
+    info!(listen = %server_settings.listen, version = env!("CARGO_PKG_VERSION"), "spoa-guard listening");
+    let reloader = Reloader::new(config, stamps, agent.clone());
+    info!(dirs = ?reloader.watched_dirs(), "watching rule files");
+    tasks.spawn(reloader.run(reload.clone(), shutdown.clone()));
+    if let Some(endpoints) = &endpoints {
+        endpoints.set_ready(true);
+        let (endpoints, stopping) = (endpoints.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            stopping.cancelled().await;
+            endpoints.set_ready(false);
+        });
+    }
+    let server = tokio::spawn(server::run(
+        listener,
+        service,
+        max_connections,
+        shutdown.clone(),
+        grace,
+    ));
+    Ok(Running {
+        agent,
+        spop_addr,
+        ops_addr,
+        shutdown,
+        ops_stop,
+        reload,
+        tasks,
+        server,
+    })
+}
+
+/// Loads the rules of `config` on the blocking pool, logging each error.
+async fn load_rules(config: &Config) -> Result<Engine, StartError> {
+    let (rules, path) = (config.rules.clone(), config.path.clone());
+    let loaded = tokio::task::spawn_blocking(move || Engine::load(&rules, &path, None))
+        .await
+        .map_err(|e| StartError::Runtime(format!("loading the rules failed: {e}")))?;
+    loaded.map_err(|errors| {
+        for err in &errors.0 {
+            error!("{err}");
+        }
+        StartError::Rules(errors)
+    })
+}
+
+/// Runs the agent of the configuration at `path` until SIGTERM or SIGINT: what
+/// `spoa-guard serve` does. Logging is set up from the configuration's `[log]`.
+///
+/// # Errors
+///
+/// Anything that stops the agent from starting.
+pub fn run(path: &Path) -> Result<(), StartError> {
+    // Stamped before being read, so that a change during the load is reloaded.
+    let stamps = Stamps::of(&[path]);
+    let config = Config::load(path)?;
+    init_tracing(&config.startup.log);
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+    let stamps = stamps.extended_to(&config.files());
+    let runtime = runtime(config.startup.server.threads())
+        .map_err(|e| StartError::Runtime(format!("starting the runtime: {e}")))?;
+    runtime.block_on(async {
+        let running = start_stamped(config, stamps).await?;
+        tokio::spawn(handle_signals(
+            running.reload_handle(),
+            running.shutdown_token(),
+        ));
+        running.stopped().await;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// The runtime serving connections: one thread runs everything (tasks never move
+/// between threads, so nothing is shared between cores: the cheapest per request); more
+/// make a work-stealing pool. Rule builds run on the blocking pool either way.
+///
+/// # Errors
+///
+/// The operating system refused threads.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    builder.enable_all().thread_name("spoa-guard").build()
+}
+
+/// SIGTERM/SIGINT: graceful shutdown (a second one exits at once). SIGHUP: reload.
+async fn handle_signals(force_reload: Arc<Notify>, shutdown: CancellationToken) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+            _ = hup.recv() => {
+                force_reload.notify_one();
+                continue;
+            }
+        }
+        if shutdown.is_cancelled() {
+            warn!("second signal: exiting now");
+            std::process::exit(1);
+        }
+        info!("shutting down: no new connections, answering in-flight frames");
+        shutdown.cancel();
+    }
+}
+
+/// Sets up logging on stderr from `[log]` (`RUST_LOG` wins when set).
+pub fn init_tracing(log: &LogSettings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match log.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,246 @@
+//! `[server]`: the SPOP listener, connection limits and the message evaluated. Every
+//! setting here needs a restart to change.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spop::hello::{DEFAULT_FRAME_SIZE, MIN_FRAME_SIZE};
+use crate::util::{Invalid, KeyPath};
+
+/// Most `threads` accepted: far more than any machine this runs on has cores.
+pub const MAX_THREADS: usize = 1024;
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `"127.0.0.1:12345"`, `"[::1]:12345"` or `"unix:/run/spoa-guard.sock"`.
+    pub listen: Listen,
+    /// Largest frame body accepted and announced; HAProxy's offer is `tune.bufsize - 4`.
+    pub max_frame_size: u32,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Listen backlog: HAProxy 3.x opens about one connection per concurrent request.
+    pub backlog: u32,
+    /// A connection with no frame for this long is closed with DISCONNECT status 2.
+    pub idle_timeout_secs: u64,
+    /// On SIGTERM/SIGINT, how long open connections get to finish before exit.
+    pub shutdown_timeout_secs: u64,
+    /// The SPOE message to evaluate; others get an empty ACK.
+    pub message: String,
+    /// Threads serving connections: 1 runs everything on one thread (the cheapest per
+    /// request), N > 1 a work-stealing pool of N, 0 one per CPU.
+    pub threads: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: Listen::Tcp(SocketAddr::from(([127, 0, 0, 1], 12345))),
+            max_frame_size: DEFAULT_FRAME_SIZE,
+            max_connections: 4096,
+            backlog: 4096,
+            idle_timeout_secs: 300,
+            shutdown_timeout_secs: 10,
+            message: "guard-check".into(),
+            threads: 1,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// Every problem, keys relative to `[server]`.
+    pub fn validate(&self) -> Vec<Invalid> {
+        let mut problems = Vec::new();
+        let mut error = |key: &str, message: String| {
+            problems.push(Invalid::error(KeyPath::of(key), message));
+        };
+        if self.max_frame_size < MIN_FRAME_SIZE {
+            error(
+                "max_frame_size",
+                format!(
+                    "{} is below the SPOP minimum of {MIN_FRAME_SIZE}",
+                    self.max_frame_size
+                ),
+            );
+        }
+        if self.max_connections == 0 {
+            error("max_connections", "must be at least 1".into());
+        }
+        if self.idle_timeout_secs == 0 {
+            error("idle_timeout_secs", "must be at least 1".into());
+        }
+        if self.message.is_empty() {
+            error("message", "must not be empty".into());
+        }
+        if self.threads > MAX_THREADS {
+            error(
+                "threads",
+                format!("{} is more than {MAX_THREADS}", self.threads),
+            );
+        }
+        problems
+    }
+
+    /// Makes a relative unix socket path absolute against `base`.
+    pub fn rebase(&mut self, base: &Path) {
+        if let Listen::Unix(path) = &mut self.listen {
+            *path = base.join(&*path);
+        }
+    }
+
+    /// Threads serving connections, at least 1 (0 in the file: one per CPU).
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+    }
+
+    /// The idle timeout.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The shutdown deadline.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+
+    /// The listen backlog, at least 1.
+    pub fn backlog(&self) -> u32 {
+        self.backlog.max(1)
+    }
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Listen {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+/// A listen address that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidListen {
+    /// `unix:` without a path.
+    #[error("\"unix:\" needs a socket path, e.g. unix:/run/spoa-guard.sock")]
+    NoPath,
+    /// Neither an address nor `unix:`.
+    #[error("{0:?} is not an address:port (e.g. 127.0.0.1:12345) or unix:/path")]
+    Address(String),
+}
+
+impl FromStr for Listen {
+    type Err = InvalidListen;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(InvalidListen::NoPath);
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        text.trim()
+            .parse::<SocketAddr>()
+            .map(Listen::Tcp)
+            .map_err(|_| InvalidListen::Address(text.to_string()))
+    }
+}
+
+impl TryFrom<String> for Listen {
+    type Error = InvalidListen;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<Listen> for String {
+    fn from(listen: Listen) -> String {
+        listen.to_string()
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Result<ServerSettings, String> {
+        toml::from_str(toml).map_err(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let s = settings("").unwrap();
+        assert_eq!(s.listen, Listen::Tcp("127.0.0.1:12345".parse().unwrap()));
+        assert_eq!((s.max_frame_size, s.threads()), (16380, 1));
+        assert_eq!(s.message, "guard-check");
+        assert!(s.validate().is_empty());
+    }
+
+    #[test]
+    fn threads_zero_means_one_per_cpu_and_huge_counts_are_refused() {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(settings("threads = 0").unwrap().threads(), cpus);
+        assert_eq!(settings("threads = 4").unwrap().threads(), 4);
+        let problems = settings("threads = 5000").unwrap().validate();
+        assert_eq!(problems[0].to_string(), "threads: 5000 is more than 1024");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let unix = settings("listen = \"unix:run/guard.sock\"").unwrap();
+        let mut rebased = unix.clone();
+        rebased.rebase(Path::new("/etc/spoa-guard"));
+        assert_eq!(
+            rebased.listen,
+            Listen::Unix(PathBuf::from("/etc/spoa-guard/run/guard.sock"))
+        );
+        assert_eq!(
+            rebased.listen.to_string(),
+            "unix:/etc/spoa-guard/run/guard.sock"
+        );
+        for (bad, needle) in [
+            ("localhost", "not an address:port"),
+            ("unix:", "socket path"),
+        ] {
+            let e = settings(&format!("listen = {bad:?}")).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn values_are_checked() {
+        for (toml, key) in [
+            ("max_frame_size = 100", "max_frame_size"),
+            ("max_connections = 0", "max_connections"),
+            ("idle_timeout_secs = 0", "idle_timeout_secs"),
+            ("message = \"\"", "message"),
+        ] {
+            let problems = settings(toml).unwrap().validate();
+            assert_eq!(problems.len(), 1, "{toml}");
+            assert_eq!(problems[0].key.to_string(), key);
+        }
+        assert!(settings("max_frame_size = \"big\"")
+            .unwrap_err()
+            .contains("u32"));
+    }
+}

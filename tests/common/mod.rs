@@ -1,0 +1,12 @@
+//! Helpers shared by the integration tests: a real agent in-process or as a process
+//! ([`agent`]), raw SPOP frames and captured HAProxy frames, real HAProxy 2.6 and 3.x in
+//! front of an agent ([`haproxy`]), and Kubernetes ConfigMap-style directory swaps
+//! ([`configmap`]).
+//!
+//! Each test crate uses part of it, so unused helpers are expected.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod agent;
+pub mod configmap;
+#[macro_use]
+pub mod haproxy;
