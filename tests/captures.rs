@@ -12,10 +12,12 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+mod common;
+
 use bytes::{BufMut, Bytes, BytesMut};
+use common::captures::{captures_dir, read_hex};
 use spoa_guard::spop::{
     varint, Action, Arg, Disconnect, Error, Flags, Frame, FrameType, KvList, Message, Payload,
     Scope, SpopCodec, Status, TypedData,
@@ -52,17 +54,6 @@ impl Capture {
     fn body(&self) -> Bytes {
         Bytes::copy_from_slice(&self.wire[PREFIX..])
     }
-}
-
-fn captures_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/captures")
-}
-
-/// Reads a `.hex` capture: lowercase hex on one line, plus a final newline.
-fn read_hex(file: &str) -> Vec<u8> {
-    let path = captures_dir().join(file);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    hex::decode(text.trim_end()).unwrap_or_else(|e| panic!("{file}: not hex: {e}"))
 }
 
 /// Every manifest entry, in manifest order, loaded once.

@@ -95,6 +95,58 @@ fn check_names_unknown_keys_and_missing_files() {
 }
 
 #[test]
+fn check_reports_every_configuration_error_at_once_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("spoa-guard.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:1\"\nthreds = 2\n\n\
+         [[user_agent]]\nname = \"bots\"\npattern = \"x\"\naction = \"block\"\n\n\
+         [[limit]]\nname = \"login\"\nrate = 0\npath_prefix = \"login\"\ndry_run = \"yes\"\n",
+    )
+    .unwrap();
+    let out = run(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let file = config.display().to_string();
+    for needle in [
+        format!("{file}:3: server.threds: unknown field `threds`"),
+        format!(
+            "{file}:8: user_agent \"bots\".action: must be \"allow\" or \"deny\", got \"block\""
+        ),
+        format!("{file}:12: limit \"login\".rate: must be a number of tokens per second above 0"),
+        format!("{file}:13: warning: limit \"login\".path_prefix:"),
+        format!("{file}:14: limit \"login\".dry_run: expected a boolean, got string \"yes\""),
+        format!("{file}: 4 error(s)"),
+    ] {
+        assert!(
+            stderr.contains(&needle),
+            "{needle:?} missing from:\n{stderr}"
+        );
+    }
+
+    // A misspelt environment override is blamed on the variable, not on the file.
+    std::fs::write(&config, "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c", config.to_str().unwrap()])
+        .env("SPOA_GUARD__SERVER__LISTN", "127.0.0.1:2")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("environment SPOA_GUARD__SERVER__LISTN: server.listn: unknown field"),
+        "{stderr}"
+    );
+    for line in ["1", "2"] {
+        assert!(
+            !stderr.contains(&format!("{file}:{line}:")),
+            "blamed on the file: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn serve_refuses_to_start_with_broken_rules() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "127.0.0.1:0", "300.1.1.1\n");
@@ -257,6 +309,69 @@ fn eval_explains_each_step_of_the_example() {
     let out = run(&["eval", "-c", example, "--src", "not-an-ip"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not-an-ip"));
+}
+
+#[test]
+fn eval_shows_what_the_steps_after_the_decision_would_have_said() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/spoa-guard.toml");
+    // Blocklisted, and a scanner too: the block list decides, the scanners rule is shown.
+    let out = run(&[
+        "eval",
+        "-c",
+        example,
+        "--src",
+        "127.0.0.66",
+        "--ua",
+        "sqlmap/1.7",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "  blocklist: blocklist matches → deny",
+        "  (not reached) user-agent: rule scanners matches",
+        "  (not reached) limit per-client: a token is there (not taken) for src=127.0.0.66",
+        "decision: deny (reason blocklist, rule blocklist)",
+    ] {
+        assert!(
+            stdout.contains(needle),
+            "{needle:?} missing from:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn eval_json_and_exit_code_are_for_scripts() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/spoa-guard.toml");
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "-c", example];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let out = eval(&["--src", "127.0.0.66", "--ua", "sqlmap/1.7", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["decision"]["action"], "deny");
+    assert_eq!(json["decision"]["reason"], "blocklist");
+    assert_eq!(json["decision"]["status"], 403);
+    assert_eq!(json["variables"]["rule"], "blocklist");
+    assert_eq!(json["request"]["src"], "127.0.0.66");
+    let steps = json["steps"].as_array().unwrap();
+    let step = |name: &str| steps.iter().find(|s| s["step"] == name).unwrap();
+    assert_eq!(step("blocklist")["reached"], true);
+    assert_eq!(step("user-agent")["reached"], false);
+    assert_eq!(step("user-agent")["notes"][0]["note"], "user-agent-match");
+    assert_eq!(step("user-agent")["notes"][0]["rule"], "scanners");
+    assert_eq!(
+        step("rate-limit")["notes"][0]["bucket"]["state"],
+        "available"
+    );
+
+    // --exit-code: 1 when denied, 0 when allowed; without it, 0 either way.
+    let denied = eval(&["--src", "127.0.0.66", "--exit-code"]);
+    assert_eq!(denied.status.code(), Some(1), "{}", text(&denied.stderr));
+    let allowed = eval(&["--src", "127.0.0.9", "--ua", "Firefox/128", "--exit-code"]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed.stderr));
+    assert_eq!(eval(&["--src", "127.0.0.66"]).status.code(), Some(0));
 }
 
 /// `spoa-guard top --once` against a running agent: the heaviest source and its

@@ -146,6 +146,62 @@ async fn counters_move_by_exactly_what_was_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dry_run_rule_that_matches_is_counted_from_a_series_that_starts_at_0() {
+    // Two dry-run rules behind one another: a user-agent rule and a login limit (burst
+    // 1). Both must show their own hits; the first names txn.guard.dry_run.
+    let sections = "[metrics]\nlisten = \"127.0.0.1:0\"\n\
+        [[user_agent]]\nname = \"probe\"\npattern = \"curl\"\naction = \"deny\"\ndry_run = true\n\
+        [[limit]]\nname = \"login\"\nkey = \"src\"\nrate = 0.001\nburst = 1\ndry_run = true\n\
+        [[limit]]\nname = \"never\"\nkey = \"src\"\nrate = 1000\nburst = 1000\n";
+    let agent = Agent::configured(agent::ALLOW, agent::BLOCK, "", sections).await;
+    let ops = Ops {
+        url: format!("http://{}", agent.ops.unwrap()),
+        agent,
+    };
+    let hits = |rule: &str, reason: &str, mode: &str| {
+        format!(r#"spoa_guard_rule_hits_total{{reason="{reason}",rule="{rule}",mode="{mode}"}}"#)
+    };
+    let before = scrape(&ops).await;
+    for (rule, reason, mode) in [
+        ("probe", "user-agent", "dry-run"),
+        ("login", "rate-limit", "dry-run"),
+        ("never", "rate-limit", "enforce"),
+        ("blocklist", "blocklist", "enforce"),
+    ] {
+        assert_eq!(
+            value(&before, &hits(rule, reason, mode)),
+            0.0,
+            "{rule} before any request"
+        );
+    }
+    let mut client = Client::connect(ops.agent.addr).await.unwrap();
+    let mut dry_runs = Vec::new();
+    for n in 1..=3u64 {
+        // guard_check's user agent is curl/8.0.
+        let actions = client
+            .notify(1, n, vec![guard_check(ipv4("127.0.0.5"))])
+            .await
+            .unwrap();
+        let dry_run = actions.iter().find_map(|a| match a {
+            spoa_guard::spop::Action::SetVar { name, value, .. } if &name[..] == b"dry_run" => {
+                Some(value.clone())
+            }
+            _ => None,
+        });
+        dry_runs.push(dry_run);
+    }
+    let after = scrape(&ops).await;
+    assert_eq!(value(&after, &hits("probe", "user-agent", "dry-run")), 3.0);
+    // The first request took the only token; the next two would have been limited.
+    assert_eq!(value(&after, &hits("login", "rate-limit", "dry-run")), 2.0);
+    assert_eq!(value(&after, &hits("never", "rate-limit", "enforce")), 0.0);
+    assert!(
+        dry_runs.iter().all(|d| d == &Some(TypedData::str("probe"))),
+        "txn.guard.dry_run names the first: {dry_runs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_label_value_comes_from_a_request() {
     let ops = start().await;
     let mut client = Client::connect(ops.agent.addr).await.unwrap();

@@ -211,21 +211,21 @@ impl<'a> Document<'a> {
         path: &[Segment],
         range: Range<usize>,
         comma_list: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), OverrideError> {
         self.env.push(EnvSpan {
             var: var.to_string(),
             range: range.clone(),
         });
         let value = self.env_value(range, comma_list);
         let Some((Segment::Key(last), parents)) = path.split_last() else {
-            return Err("an override must name a key, e.g. SPOA_GUARD__SERVER__LISTEN".into());
+            return Err(OverrideError::NoKey);
         };
         let mut table = &mut self.root;
         let mut at = KeyPath::default();
         let mut parents = parents.iter().peekable();
         while let Some(segment) = parents.next() {
             let Segment::Key(key) = segment else {
-                return Err(format!("{at} is not an array of tables"));
+                return Err(OverrideError::NotAnArray(at.to_string()));
             };
             at = at.key(key);
             if !table.contains_key(key.as_str()) {
@@ -233,7 +233,7 @@ impl<'a> Document<'a> {
                 table.insert(Spanned::new(value.span(), key.clone().into()), made);
             }
             let Some(node) = table.get_mut(key.as_str()) else {
-                return Err(format!("{at} cannot be set"));
+                return Err(OverrideError::NotATable(at.to_string()));
             };
             let is_array = matches!(node.get_ref(), DeValue::Array(_));
             let node = match (is_array, parents.peek()) {
@@ -241,31 +241,34 @@ impl<'a> Document<'a> {
                     let i = *i;
                     parents.next();
                     let DeValue::Array(array) = node.get_mut() else {
-                        return Err(format!("{at} is not an array"));
+                        return Err(OverrideError::NotAnArray(at.to_string()));
                     };
                     let count = array.len();
                     at = at.index(i);
                     match array.get_mut(i) {
                         Some(element) => element,
                         None => {
-                            return Err(format!(
-                                "the file has {count} [[{key}]] entries (numbered from 0); an \
-                                 override can change an entry, not add one"
-                            ))
+                            return Err(OverrideError::NoEntry {
+                                count,
+                                array: key.clone(),
+                            })
                         }
                     }
                 }
                 (true, _) => {
-                    return Err(format!(
-                        "{at} is an array: name an element by its number, e.g. {var}__0__..."
-                    ))
+                    return Err(OverrideError::NoIndex {
+                        array: at.to_string(),
+                        var: var.to_string(),
+                    })
                 }
-                (false, Some(Segment::Index(_))) => return Err(format!("{at} is not an array")),
+                (false, Some(Segment::Index(_))) => {
+                    return Err(OverrideError::NotAnArray(at.to_string()))
+                }
                 (false, _) => node,
             };
             match node.get_mut() {
                 DeValue::Table(inner) => table = inner,
-                _ => return Err(format!("{at} is not a table")),
+                _ => return Err(OverrideError::NotATable(at.to_string())),
             }
         }
         let key = Spanned::new(value.span(), last.clone().into());
@@ -301,6 +304,39 @@ impl<'a> Document<'a> {
             None => Spanned::new(range, DeValue::String(text.into())),
         }
     }
+}
+
+/// Why an environment override cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum OverrideError {
+    /// `SPOA_GUARD__SERVER` names a section, not a key.
+    #[error("an override must name a key, e.g. SPOA_GUARD__SERVER__LISTEN")]
+    NoKey,
+    /// A number where there is no array.
+    #[error("{0} is not an array")]
+    NotAnArray(String),
+    /// A key below something that is not a table.
+    #[error("{0} is not a table")]
+    NotATable(String),
+    /// An array element the file does not have.
+    #[error(
+        "the file has {count} [[{array}]] entries (numbered from 0); an override can change an \
+         entry, not add one"
+    )]
+    NoEntry {
+        /// Entries in the file.
+        count: usize,
+        /// The array.
+        array: String,
+    },
+    /// An array named without an element.
+    #[error("{array} is an array: name an element by its number, e.g. {var}__0__...")]
+    NoIndex {
+        /// The array.
+        array: String,
+        /// The variable.
+        var: String,
+    },
 }
 
 /// `node` with every span moved `by` bytes later.

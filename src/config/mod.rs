@@ -115,11 +115,11 @@ impl Config {
         let mut doc = Document::parse(path, &buffer, text.len())?;
         let mut errors = Vec::new();
         for (o, range) in overrides.iter().zip(ranges) {
-            if let Err(message) = doc.set(&o.var, &o.path, range.clone(), o.comma_list()) {
+            if let Err(error) = doc.set(&o.var, &o.path, range.clone(), o.comma_list()) {
                 errors.push(ConfigError {
                     origin: Origin::Env { var: o.var.clone() },
                     key: None,
-                    message,
+                    message: error.to_string(),
                     severity: Severity::Error,
                 });
             }

@@ -66,8 +66,8 @@ impl LogSettings {
     /// Every problem, keys relative to `[log]`.
     pub fn validate(&self) -> Vec<Invalid> {
         let mut problems = Vec::new();
-        if let Err(message) = check_log_level(&self.level) {
-            problems.push(Invalid::error(KeyPath::of("level"), message));
+        if let Err(error) = check_log_level(&self.level) {
+            problems.push(Invalid::error(KeyPath::of("level"), error.to_string()));
         }
         if self.deny_lines_per_second > 1000 {
             problems.push(Invalid::error(
@@ -82,17 +82,38 @@ impl LogSettings {
     }
 }
 
+/// The level names a bare word may be.
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Why a log level was refused.
+#[derive(Debug, thiserror::Error)]
+enum LevelError {
+    /// A bare word that is not a level.
+    #[error("{0:?} is not one of off, error, warn, info, debug, trace")]
+    NotALevel(String),
+    /// A filter directive `tracing` refuses.
+    #[error("{level:?}: {source}")]
+    Directive {
+        /// As written.
+        level: String,
+        /// Why.
+        source: tracing_subscriber::filter::ParseError,
+    },
+}
+
 /// A bare word must be a level name (a typo would otherwise silently become a target
 /// filter); anything with `=` or `,` is a full `tracing` filter directive.
-fn check_log_level(level: &str) -> Result<(), String> {
-    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+fn check_log_level(level: &str) -> Result<(), LevelError> {
     let is_directive = level.contains(['=', ',', '[']);
     if !is_directive && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
-        return Err(format!("{level:?} is not one of {}", LEVELS.join(", ")));
+        return Err(LevelError::NotALevel(level.to_string()));
     }
     tracing_subscriber::EnvFilter::try_new(level)
         .map(drop)
-        .map_err(|e| format!("{level:?}: {e}"))
+        .map_err(|source| LevelError::Directive {
+            level: level.to_string(),
+            source,
+        })
 }
 
 /// `[reload]`.

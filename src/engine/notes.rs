@@ -49,7 +49,7 @@ pub enum Effect {
 
 /// What a limit's bucket for the request's key said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "bucket")]
+#[serde(rename_all = "kebab-case", tag = "state")]
 pub enum Bucket {
     /// A token was taken.
     Taken,

@@ -173,19 +173,45 @@ fn strip_comment(line: &str) -> &str {
     }
 }
 
+/// Why a list entry is not an address or CIDR; shown as the line's [`LoadError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum EntryError {
+    /// Not an address.
+    #[error(
+        "invalid address or CIDR {0}: expected an IPv4/IPv6 address or CIDR such as 192.0.2.0/24"
+    )]
+    Address(String),
+    /// A prefix length out of range for the family.
+    #[error(
+        "invalid prefix length in {entry}: expected a number from 0 to {max} for an {family} CIDR"
+    )]
+    Prefix {
+        /// The entry, quoted.
+        entry: String,
+        /// The family's longest prefix.
+        max: u8,
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+    },
+    /// The network cannot be made.
+    #[error("{entry}: {reason}")]
+    Network {
+        /// The entry, quoted.
+        entry: String,
+        /// Why.
+        reason: ipnet::PrefixLenError,
+    },
+}
+
 /// Parses one trimmed, non-empty entry: an address or `address/prefix`, truncated to its
-/// network. The error is the message for the line's [`LoadError`].
-fn parse_entry(entry: &str) -> Result<IpNet, String> {
+/// network.
+fn parse_entry(entry: &str) -> Result<IpNet, EntryError> {
     let (addr_text, prefix_text) = match entry.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
         None => (entry, None),
     };
     let Ok(addr) = addr_text.parse::<IpAddr>() else {
-        return Err(format!(
-            "invalid address or CIDR {}: expected an IPv4/IPv6 address or CIDR such as \
-             192.0.2.0/24",
-            quote(entry)
-        ));
+        return Err(EntryError::Address(quote(entry)));
     };
     let max = match addr {
         IpAddr::V4(_) => 32,
@@ -197,17 +223,20 @@ fn parse_entry(entry: &str) -> Result<IpNet, String> {
             Some(prefix) if prefix <= max => prefix,
             _ => {
                 let family = if max == 32 { "IPv4" } else { "IPv6" };
-                return Err(format!(
-                    "invalid prefix length in {}: expected a number from 0 to {max} for an \
-                     {family} CIDR",
-                    quote(entry)
-                ));
+                return Err(EntryError::Prefix {
+                    entry: quote(entry),
+                    max,
+                    family,
+                });
             }
         },
     };
     IpNet::new(addr, prefix)
         .map(|net| net.trunc())
-        .map_err(|e| format!("{}: {e}", quote(entry)))
+        .map_err(|reason| EntryError::Network {
+            entry: quote(entry),
+            reason,
+        })
 }
 
 /// A prefix length: one to three ASCII digits (no sign, no spaces).

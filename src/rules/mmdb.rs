@@ -90,13 +90,14 @@ impl<'a> MaxMindDb<'a> {
     /// [`MmdbError`] for a corrupt search tree, a `field` that does not decode as a `T`
     /// (`record of 192.0.2.0/24: autonomous_system_number: ...`), or an error `visit`
     /// returns (`network 192.0.2.0/24: ...`). The walk stops at the first error.
-    pub fn for_each_network<T>(
+    pub fn for_each_network<T, E>(
         &self,
         field: &[&str],
-        mut visit: impl FnMut(IpNet, T) -> Result<(), String>,
+        mut visit: impl FnMut(IpNet, T) -> Result<(), E>,
     ) -> Result<Walked, MmdbError>
     where
         T: DeserializeOwned + Clone,
+        E: fmt::Display,
     {
         let invalid = |e: &dyn fmt::Display| MmdbError::new(e);
         let path: Vec<PathElement<'_>> = field.iter().map(|key| PathElement::Key(key)).collect();

@@ -144,10 +144,10 @@ impl<'a> FileErrors<'a> {
     }
 
     /// Records a problem on line `line_no` (1-based).
-    pub(crate) fn line(&mut self, line_no: usize, message: String) {
+    pub(crate) fn line(&mut self, line_no: usize, message: impl fmt::Display) {
         if self.errors.len() < MAX_ERRORS_PER_FILE {
             self.errors
-                .push(LoadError::line(self.path, line_no, message));
+                .push(LoadError::line(self.path, line_no, message.to_string()));
         } else {
             self.unreported = self.unreported.saturating_add(1);
         }

@@ -129,11 +129,7 @@ pub fn ipv6(text: &str) -> TypedData {
 
 /// Reads a captured frame (hex) from tests/fixtures/captures.
 pub fn capture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/captures")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    hex::decode(text.trim()).unwrap()
+    super::captures::read_hex(name)
 }
 
 /// A raw TCP connection: write arbitrary bytes, read frames back.

@@ -2,14 +2,13 @@
 //! `haproxy/install-haproxy-3.2.sh`) in front of an agent, and sends HTTP requests through
 //! it from chosen source addresses.
 //!
-//! Self-contained (std + tokio + tempfile + reqwest): include it with `pub mod haproxy;`
-//! in `tests/common/mod.rs`, or directly with
-//! `#[path = "common/haproxy.rs"] mod haproxy;`.
+//! Part of `tests/common` (`mod common;` in a test, then `common::haproxy`).
 //!
-//! The generated configuration follows `haproxy/haproxy.cfg` and `haproxy/spoe-guard.conf`
-//! (same SPOE message, variables and deny rules) with test-friendly changes: free ports,
-//! fast health checks (`check inter 500ms rise 1 fall 1`), `timeout processing 500ms`, and
-//! response headers echoing every guard variable:
+//! The configuration is `haproxy/haproxy.cfg` and `haproxy/spoe-guard.conf` as shipped,
+//! edited line by line where a test needs it (a test fails if a line it edits is no
+//! longer there): free ports, the agent's address, fast health checks (`check inter
+//! 500ms rise 1 fall 1`), `timeout processing 500ms`, and response headers echoing every
+//! guard variable:
 //!
 //! | header | variable |
 //! |---|---|
@@ -255,116 +254,127 @@ const STATS_SOCKET: &str = "admin.sock";
 pub const AGENT_BACKEND: &str = "spoa-guard";
 pub const AGENT_SERVER: &str = "guard1";
 
-fn render_haproxy_cfg(dir: &Path, http_port: u16, ipv6: bool, o: &Options) -> String {
-    let mut c = String::new();
-    let _ = writeln!(c, "global");
-    let _ = writeln!(c, "    log stdout format raw local0 info");
-    if let Some(n) = o.nbthread {
-        let _ = writeln!(c, "    nbthread {n}");
-    }
-    let _ = writeln!(
-        c,
-        "    stats socket {}/{STATS_SOCKET} mode 600 level admin",
-        dir.display()
-    );
-    c.push_str(
-        "
-defaults
-    mode http
-    log global
-    option dontlognull
-    timeout connect 2s
-    timeout client 10s
-    timeout server 10s
+/// The shipped configuration files: the harness runs them, edited only where a test
+/// needs to (ports, the agent's address, faster health checks, headers that echo every
+/// variable), so a change to them is tested end to end.
+const SHIPPED_CFG: &str = include_str!("../../haproxy/haproxy.cfg");
+const SHIPPED_SPOE: &str = include_str!("../../haproxy/spoe-guard.conf");
 
-frontend www
-",
-    );
-    let _ = writeln!(c, "    bind 127.0.0.1:{http_port}");
-    if ipv6 {
-        let _ = writeln!(c, "    bind [::1]:{http_port}");
-    }
-    let _ = writeln!(
-        c,
-        "    filter spoe engine guard config {}/{SPOE_FILE}",
-        dir.display()
-    );
-    c.push_str(
-        r#"    http-request deny deny_status 429 hdr Retry-After "%[var(txn.guard.retry_after)]" if { var(txn.guard.action) -m str deny } { var(txn.guard.status) -m int eq 429 }
-    http-request deny deny_status 403 if { var(txn.guard.action) -m str deny }
-"#,
-    );
-    for line in &o.frontend_lines {
-        let _ = writeln!(c, "    {line}");
-    }
-    c.push_str(
-        r#"    http-after-response set-header X-Guard-Action "%[var(txn.guard.action)]"
-    http-after-response set-header X-Guard-Reason "%[var(txn.guard.reason)]"
-    http-after-response set-header X-Guard-Rule "%[var(txn.guard.rule)]"
-    http-after-response set-header X-Guard-Status "%[var(txn.guard.status)]"
-    http-after-response set-header X-Guard-Retry-After "%[var(txn.guard.retry_after)]"
-    http-after-response set-header X-Guard-Asn "%[var(txn.guard.asn)]"
-    http-after-response set-header X-Guard-Dry-Run "%[var(txn.guard.dry_run)]"
-    http-after-response set-header X-Guard-Error "%[var(txn.guard.error)]"
-    log-format "REQ %ci %HM %HU st=%ST action=%[var(txn.guard.action)] reason=%[var(txn.guard.reason)] rule=%[var(txn.guard.rule)] status=%[var(txn.guard.status)] retry=%[var(txn.guard.retry_after)] asn=%[var(txn.guard.asn)] dry=%[var(txn.guard.dry_run)] err=%[var(txn.guard.error)] ptime=%[var(txn.guard.ptime)]"
-    default_backend app
-
-backend app
-    http-request return status 200 content-type text/plain lf-string "ok src=%[src] action=%[var(txn.guard.action)]\n"
-
-"#,
-    );
-    let _ = writeln!(c, "backend {AGENT_BACKEND}");
-    c.push_str(
-        "    mode tcp
-    balance roundrobin
-    timeout connect 1s
-    timeout server 30s
-",
-    );
-    if o.health_check {
-        let _ = writeln!(c, "    option spop-check");
-        let _ = writeln!(
-            c,
-            "    server {AGENT_SERVER} {} check inter 500ms rise 1 fall 1",
-            o.agent_addr
+/// `text` with each line whose trimmed content is an edit's key replaced by the edit's
+/// lines (indented like the original); panics naming the line when the shipped file no
+/// longer has it, so the harness cannot silently drift from what users run.
+fn edit(file: &str, text: &str, edits: &[(&str, Vec<String>)]) -> String {
+    for (line, _) in edits {
+        assert!(
+            text.lines().any(|l| l.trim() == *line),
+            "haproxy/{file} no longer has the line {line:?} the test harness edits; update tests/common/haproxy.rs"
         );
-    } else {
-        let _ = writeln!(c, "    server {AGENT_SERVER} {}", o.agent_addr);
     }
-    c
+    let mut out = String::with_capacity(text.len() + 2048);
+    for l in text.lines() {
+        match edits.iter().find(|(line, _)| l.trim() == *line) {
+            Some((_, replacement)) => {
+                let indent = &l[..l.len() - l.trim_start().len()];
+                for r in replacement {
+                    let _ = writeln!(out, "{indent}{r}");
+                }
+            }
+            None => {
+                let _ = writeln!(out, "{l}");
+            }
+        }
+    }
+    out
+}
+
+fn render_haproxy_cfg(dir: &Path, http_port: u16, ipv6: bool, o: &Options) -> String {
+    let mut global = vec!["log stdout format raw local0 info".to_string()];
+    if let Some(n) = o.nbthread {
+        global.push(format!("nbthread {n}"));
+    }
+    global.push(format!(
+        "stats socket {}/{STATS_SOCKET} mode 600 level admin",
+        dir.display()
+    ));
+    let v6_bind = if ipv6 {
+        vec![format!("bind [::1]:{http_port}")]
+    } else {
+        Vec::new()
+    };
+    let mut after_deny = vec![
+        "http-request deny deny_status 403 if { var(txn.guard.action) -m str deny }".to_string(),
+    ];
+    after_deny.extend(o.frontend_lines.iter().cloned());
+    after_deny.extend(
+        [
+            r#"http-after-response set-header X-Guard-Action "%[var(txn.guard.action)]""#,
+            r#"http-after-response set-header X-Guard-Reason "%[var(txn.guard.reason)]""#,
+            r#"http-after-response set-header X-Guard-Rule "%[var(txn.guard.rule)]""#,
+            r#"http-after-response set-header X-Guard-Status "%[var(txn.guard.status)]""#,
+            r#"http-after-response set-header X-Guard-Retry-After "%[var(txn.guard.retry_after)]""#,
+            r#"http-after-response set-header X-Guard-Asn "%[var(txn.guard.asn)]""#,
+            r#"http-after-response set-header X-Guard-Dry-Run "%[var(txn.guard.dry_run)]""#,
+            r#"http-after-response set-header X-Guard-Error "%[var(txn.guard.error)]""#,
+            r#"log-format "REQ %ci %HM %HU st=%ST action=%[var(txn.guard.action)] reason=%[var(txn.guard.reason)] rule=%[var(txn.guard.rule)] status=%[var(txn.guard.status)] retry=%[var(txn.guard.retry_after)] asn=%[var(txn.guard.asn)] dry=%[var(txn.guard.dry_run)] err=%[var(txn.guard.error)] ptime=%[var(txn.guard.ptime)]""#,
+        ]
+        .map(String::from),
+    );
+    let server = if o.health_check {
+        vec![format!(
+            "server {AGENT_SERVER} {} check inter 500ms rise 1 fall 1",
+            o.agent_addr
+        )]
+    } else {
+        vec![format!("server {AGENT_SERVER} {}", o.agent_addr)]
+    };
+    let spop_check = if o.health_check {
+        vec!["option spop-check".to_string()]
+    } else {
+        Vec::new()
+    };
+    edit(
+        "haproxy.cfg",
+        SHIPPED_CFG,
+        &[
+            ("log stdout format raw local0 info", global),
+            ("bind 127.0.0.1:8080", vec![format!("bind 127.0.0.1:{http_port}")]),
+            ("bind [::1]:8080", v6_bind),
+            ("http-request deny deny_status 403 if { var(txn.guard.action) -m str deny }", after_deny),
+            (
+                r#"http-request return status 200 content-type text/plain string "hello from behind spoa-guard\n""#,
+                vec![r#"http-request return status 200 content-type text/plain lf-string "ok src=%[src] action=%[var(txn.guard.action)]\n""#.to_string()],
+            ),
+            ("option spop-check", spop_check),
+            ("server guard1 127.0.0.1:12345 check inter 2s", server),
+        ],
+    )
 }
 
 fn render_spoe_conf(o: &Options) -> String {
-    let mut c = String::from(
-        "[guard]
-spoe-agent spoa-guard
-    messages guard-check
-    option var-prefix guard
-    option set-on-error error
-    option set-process-time ptime
-    option continue-on-error
-    timeout hello 2s
-    timeout idle 25s
-",
-    );
-    let _ = writeln!(c, "    timeout processing {}", o.processing_timeout);
-    let _ = writeln!(c, "    use-backend {AGENT_BACKEND}");
-    c.push_str("    log global\n");
-    for line in &o.agent_lines {
-        let _ = writeln!(c, "    {line}");
-    }
-    c.push_str("\nspoe-message guard-check\n");
-    let _ = write!(
-        c,
-        "    args {} method=method path=path host=req.hdr(host) ua=req.fhdr(user-agent)",
+    let mut log = vec!["log global".to_string()];
+    log.extend(o.agent_lines.iter().cloned());
+    let mut args = format!(
+        "args {} method=method path=path host=req.hdr(host) ua=req.fhdr(user-agent)",
         o.src_arg
     );
     for a in &o.extra_args {
-        let _ = write!(c, " {a}");
+        let _ = write!(args, " {a}");
     }
-    c.push_str("\n    event on-frontend-http-request\n");
-    c
+    edit(
+        "spoe-guard.conf",
+        SHIPPED_SPOE,
+        &[
+            (
+                "timeout processing 100ms",
+                vec![format!("timeout processing {}", o.processing_timeout)],
+            ),
+            ("log global", log),
+            (
+                "args src=src method=method path=path host=req.hdr(host) ua=req.fhdr(user-agent)",
+                vec![args],
+            ),
+        ],
+    )
 }
 
 fn read_lossy(path: &Path) -> String {

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: a real agent in-process or as a process
-//! ([`agent`]), raw SPOP frames and captured HAProxy frames, real HAProxy 2.6 and 3.x in
+//! ([`agent`]), raw SPOP frames, captured HAProxy frames ([`captures`]), real HAProxy 2.6 and 3.x in
 //! front of an agent ([`haproxy`]), and Kubernetes ConfigMap-style directory swaps
 //! ([`configmap`]).
 //!
@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod agent;
+pub mod captures;
 pub mod configmap;
 #[macro_use]
 pub mod haproxy;

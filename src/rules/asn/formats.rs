@@ -59,7 +59,7 @@
 //! `file: message` error.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
@@ -274,7 +274,7 @@ impl Tables {
     }
 
     /// Adds the inclusive range `start..=end` of AS `asn`.
-    fn push(&mut self, start: IpAddr, end: IpAddr, asn: u32) -> Result<(), String> {
+    fn push(&mut self, start: IpAddr, end: IpAddr, asn: u32) -> Result<(), RowError> {
         match (start, end) {
             (IpAddr::V4(s), IpAddr::V4(e)) if s <= e => {
                 self.push_v4(u32::from(s), u32::from(e), asn);
@@ -288,12 +288,10 @@ impl Tables {
                 }
             }
             (IpAddr::V4(_), IpAddr::V4(_)) | (IpAddr::V6(_), IpAddr::V6(_)) => {
-                return Err(format!("range start {start} is after range end {end}"));
+                return Err(RowError::Backwards { start, end });
             }
             _ => {
-                return Err(format!(
-                    "range {start} - {end} mixes IPv4 and IPv6: both ends must be of one family"
-                ));
+                return Err(RowError::MixedFamilies { start, end });
             }
         }
         Ok(())
@@ -365,7 +363,7 @@ fn trim_line_end(line: &[u8]) -> &[u8] {
 
 /// Parses the first three fields of a row (`format` is [`Format::Tsv`] or
 /// [`Format::Csv`]): start, end and AS number.
-fn parse_row(format: Format, line: &[u8]) -> Result<(IpAddr, IpAddr, u32), String> {
+fn parse_row(format: Format, line: &[u8]) -> Result<(IpAddr, IpAddr, u32), RowError> {
     let split = if format == Format::Tsv {
         split_tsv(line)
     } else {
@@ -374,26 +372,82 @@ fn parse_row(format: Format, line: &[u8]) -> Result<(IpAddr, IpAddr, u32), Strin
     let [start, end, asn] = match split {
         Split::Fields(fields) => fields,
         Split::TooFew(found) => {
-            return Err(format!(
-                "expected at least 3 fields ({}), found {found} in {}",
-                format.layout(),
-                quote_bytes(line)
-            ))
+            return Err(RowError::TooFew {
+                layout: format.layout(),
+                found,
+                row: quote_bytes(line),
+            })
         }
-        Split::Bad(problem) => return Err(format!("{problem} in {}", quote_bytes(line))),
+        Split::Bad(problem) => {
+            return Err(RowError::Quoting {
+                problem,
+                row: quote_bytes(line),
+            })
+        }
+    };
+    let invalid_addr = |what, field: &[u8]| RowError::Address {
+        what,
+        field: quote_bytes(field),
     };
     let start = parse_addr(start).ok_or_else(|| invalid_addr("range start", start))?;
     let end = parse_addr(end).ok_or_else(|| invalid_addr("range end", end))?;
     let asn = std::str::from_utf8(asn)
         .ok()
         .and_then(parse_asn)
-        .ok_or_else(|| {
-            format!(
-                "invalid AS number {}: expected a number from 0 to 4294967295 (or AS64496)",
-                quote_bytes(asn)
-            )
-        })?;
+        .ok_or_else(|| RowError::Asn(quote_bytes(asn)))?;
     Ok((start, end, asn))
+}
+
+/// What is wrong with one row of a text database; shown as the line's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RowError {
+    /// Fewer than three fields.
+    #[error("expected at least 3 fields ({layout}), found {found} in {row}")]
+    TooFew {
+        /// The format's fields, in words.
+        layout: &'static str,
+        /// Fields found.
+        found: usize,
+        /// The row, quoted.
+        row: String,
+    },
+    /// Bad CSV quoting.
+    #[error("{problem} in {row}")]
+    Quoting {
+        /// What is wrong.
+        problem: &'static str,
+        /// The row, quoted.
+        row: String,
+    },
+    /// A field that is not an address.
+    #[error(
+        "invalid {what} {field}: expected an IPv4 or IPv6 address such as 192.0.2.0 or 2001:db8::"
+    )]
+    Address {
+        /// `range start` or `range end`.
+        what: &'static str,
+        /// The field, quoted.
+        field: String,
+    },
+    /// A field that is not an AS number.
+    #[error("invalid AS number {0}: expected a number from 0 to 4294967295 (or AS64496)")]
+    Asn(String),
+    /// The range ends before it starts.
+    #[error("range start {start} is after range end {end}")]
+    Backwards {
+        /// The start.
+        start: IpAddr,
+        /// The end.
+        end: IpAddr,
+    },
+    /// One end IPv4, the other IPv6.
+    #[error("range {start} - {end} mixes IPv4 and IPv6: both ends must be of one family")]
+    MixedFamilies {
+        /// The start.
+        start: IpAddr,
+        /// The end.
+        end: IpAddr,
+    },
 }
 
 /// The first three fields of a row, split off the rest.
@@ -471,15 +525,6 @@ fn csv_field(text: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static str> {
 /// An address field (surrounding spaces allowed).
 fn parse_addr(field: &[u8]) -> Option<IpAddr> {
     std::str::from_utf8(field.trim_ascii()).ok()?.parse().ok()
-}
-
-/// The message for an address field that does not parse.
-fn invalid_addr(what: &str, field: &[u8]) -> String {
-    format!(
-        "invalid {what} {}: expected an IPv4 or IPv6 address such as {} or 2001:db8::",
-        quote_bytes(field),
-        Ipv4Addr::new(192, 0, 2, 0)
-    )
 }
 
 /// [`quote`] for raw bytes; invalid UTF-8 shows as U+FFFD.

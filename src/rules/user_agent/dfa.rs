@@ -72,6 +72,8 @@ use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{dfa::DFA, Anchored, MatchKind, StartKind};
 use regex::bytes::Regex;
 
+use super::patterns::CompileError;
+
 /// User agents shorter than this many bytes per stream are scanned as one stream: the
 /// interleaved walk has a fixed set-up cost that short strings (`curl/8.5.0`) do not repay.
 const MIN_STREAM_BYTES: usize = 16;
@@ -132,15 +134,14 @@ impl DfaScan {
         confirm: Vec<Option<usize>>,
         confirms: Vec<Regex>,
         ignore_case: bool,
-    ) -> Result<DfaScan, String> {
+    ) -> Result<DfaScan, CompileError> {
         let dfa = DFA::builder()
             .match_kind(MatchKind::Standard)
             .start_kind(StartKind::Unanchored)
             .ascii_case_insensitive(ignore_case)
             .prefilter(false)
-            .build(literals)
-            .map_err(|e| e.to_string())?;
-        let start = dfa.start_state(Anchored::No).map_err(|e| e.to_string())?;
+            .build(literals)?;
+        let start = dfa.start_state(Anchored::No)?;
 
         // Breadth-first from the start state. Only bytes that occur in some literal (in
         // either case with ignore_case) can lead anywhere but the start state.

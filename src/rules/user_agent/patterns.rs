@@ -204,7 +204,7 @@ impl PatternSet {
             let checked = match std::str::from_utf8(line) {
                 Err(_) => Err((
                     String::from_utf8_lossy(line).into_owned(),
-                    "not valid UTF-8".to_owned(),
+                    CompileError::NotUtf8,
                 )),
                 Ok(line) if flags.literal => {
                     exact.push(line.as_bytes().to_vec());
@@ -237,7 +237,7 @@ impl PatternSet {
             }
         }
         errors.finish()?;
-        let compile_error = |e: String| LoadError::file(path, format!("cannot compile: {e}"));
+        let compile_error = |e: CompileError| LoadError::file(path, format!("cannot compile: {e}"));
 
         let literal_bytes = exact
             .iter()
@@ -257,7 +257,7 @@ impl PatternSet {
                     .match_kind(MatchKind::LeftmostFirst)
                     .ascii_case_insensitive(flags.ignore_case)
                     .build(&exact)
-                    .map_err(|e| compile_error(e.to_string()))?;
+                    .map_err(|e| compile_error(e.into()))?;
                 Some(Literals::Searcher(searcher))
             }
         } else {
@@ -330,15 +330,32 @@ fn trim_line(line: &[u8], escapes: bool) -> &[u8] {
     }
 }
 
-/// Compiles one pattern with the settings every user-agent regex uses; the error is one
-/// line (the `regex` crate's syntax errors span several, with a caret diagram).
-pub(super) fn build_regex(pattern: &str, ignore_case: bool) -> Result<Regex, String> {
+/// Why patterns do not compile.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(super) enum CompileError {
+    /// A line that is not UTF-8.
+    #[error("not valid UTF-8")]
+    NotUtf8,
+    /// A regex that does not compile: the `regex` crate's message on one line (its
+    /// syntax errors span several, with a caret diagram).
+    #[error("{0}")]
+    Regex(String),
+    /// The literal automaton cannot be built.
+    #[error(transparent)]
+    Automaton(#[from] aho_corasick::BuildError),
+    /// The literal automaton has no unanchored start.
+    #[error(transparent)]
+    Start(#[from] aho_corasick::MatchError),
+}
+
+/// Compiles one pattern with the settings every user-agent regex uses.
+pub(super) fn build_regex(pattern: &str, ignore_case: bool) -> Result<Regex, CompileError> {
     RegexBuilder::new(pattern)
         .unicode(false)
         .case_insensitive(ignore_case)
         .dfa_size_limit(DFA_CACHE_BYTES)
         .build()
-        .map_err(|e| one_line(&e.to_string()))
+        .map_err(|e| CompileError::Regex(one_line(&e.to_string())))
 }
 
 /// The `error: ...` line of a multi-line `regex` error, or the whole text on one line.

@@ -2,7 +2,8 @@
 //! layer of the table in `src/lib.rs`, and imports only modules of its own layer or the
 //! layers below (read from the `crate::<module>` paths in its code, tests included), so
 //! no import cycle can form between top-level modules. A new module must be added to the
-//! table here and in the crate docs, which this test also checks.
+//! table here and in the crate docs, which this test also checks. And no file grows past
+//! 800 lines before its tests, no function past 120 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -170,4 +171,67 @@ fn the_crate_docs_list_every_module() {
         missing.is_empty(),
         "src/lib.rs does not document: {missing:?}"
     );
+}
+
+/// Longest source file, in lines before its `#[cfg(test)]` module.
+const MAX_FILE_LINES: usize = 800;
+/// Longest function, in lines (rustfmt's layout: from `fn` to its closing brace).
+const MAX_FN_LINES: usize = 120;
+
+/// Test-only files: whole files of tests, exempt from the size limits.
+fn is_test_file(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name == "tests.rs"
+        || name == "test_support.rs"
+        || path.components().any(|c| c.as_os_str() == "tests")
+}
+
+#[test]
+fn no_file_or_function_is_too_long() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut too_long = Vec::new();
+    for file in files.iter().filter(|f| !is_test_file(f)) {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let code = lines
+            .iter()
+            .position(|l| l.starts_with("#[cfg(test)]"))
+            .unwrap_or(lines.len());
+        let name = file.strip_prefix(src()).unwrap().display();
+        if code > MAX_FILE_LINES {
+            too_long.push(format!("{name}: {code} lines before its tests"));
+        }
+        for (i, line) in lines.iter().enumerate().take(code) {
+            let trimmed = line.trim_start();
+            let indent = &line[..line.len() - trimmed.len()];
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "pub(crate) fn ",
+                "pub(super) fn ",
+                "async fn ",
+                "pub async fn ",
+                "const fn ",
+                "pub const fn ",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p));
+            // Declarations without a body (`;`) and one-line bodies end on their line.
+            if !is_fn || line.ends_with(';') || line.ends_with('}') {
+                continue;
+            }
+            let closing = format!("{indent}}}");
+            if let Some(end) = lines[i + 1..].iter().position(|l| *l == closing) {
+                let length = end + 2;
+                if length > MAX_FN_LINES {
+                    too_long.push(format!("{name}:{}: function of {length} lines", i + 1));
+                }
+            }
+        }
+    }
+    assert!(too_long.is_empty(), "too long:\n{}", too_long.join("\n"));
 }
