@@ -27,7 +27,7 @@
 //! cargo bench --bench insight
 //! ```
 //!
-//! Medians on the 2-vCPU VM of `benches/README.md` (2026-11-24, a quiet run; runs while
+//! Medians on the 2-vCPU VM of `BENCHMARKS.md` (2026-11-24, a quiet run; runs while
 //! other builds ran came out up to 25 % higher):
 //!
 //! | bench | median |

@@ -26,18 +26,19 @@ use spoa_guard::decision::{Decision, Request};
 use spoa_guard::engine::Engine;
 use spoa_guard::metrics::{Metrics, ReloadResult};
 use spoa_guard::reload::{Cause, Outcome, Reloader, Stamps};
-use tokio::sync::Notify;
+use spoa_guard::serve::{self, Running};
 use tokio_util::sync::CancellationToken;
 
 /// How long a change may take to be in force before a test fails. The design's target
 /// is about a second; this leaves room for a loaded CI machine.
 const DEADLINE: Duration = Duration::from_secs(5);
 
-/// A reloader over a temporary directory holding `guard.toml` and its files.
+/// An agent started (`serve::start`, as `main` does) on a temporary directory holding
+/// `guard.toml` and its files; its reloader watches them.
 struct Live {
     dir: tempfile::TempDir,
     shared: Arc<Agent>,
-    force: Arc<Notify>,
+    running: Running,
     shutdown: CancellationToken,
 }
 
@@ -63,7 +64,7 @@ fn failed(m: &Metrics) -> u64 {
 impl Live {
     /// Writes `files` and a configuration made of `[server]`, `reload` and `rules`, then
     /// loads it and starts the reloader.
-    fn start(reload: &str, rules: &str, files: &[(&str, &str)]) -> Live {
+    async fn start(reload: &str, rules: &str, files: &[(&str, &str)]) -> Live {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             write(&dir.path().join(name), text);
@@ -72,26 +73,19 @@ impl Live {
             &dir.path().join("guard.toml"),
             &config_text("127.0.0.1:0", reload, rules),
         );
-        Self::start_in(dir)
+        Self::start_in(dir).await
     }
 
     /// Starts on a directory already holding `guard.toml` and its files.
-    fn start_in(dir: tempfile::TempDir) -> Live {
-        let path = dir.path().join("guard.toml");
-        let stamps = Stamps::of(&[&path]);
-        let config = Config::load(&path).unwrap();
-        let stamps = stamps.extended_to(&config.files());
-        let engine = Engine::load(&config.rules, &config.path, None).unwrap();
-        let shared = Arc::new(Agent::with_engine(engine));
-        let reloader = Reloader::new(config, stamps, shared.clone());
-        let force = Arc::new(Notify::new());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(reloader.run(force.clone(), shutdown.clone()));
+    async fn start_in(dir: tempfile::TempDir) -> Live {
+        let running = serve::start_file(&dir.path().join("guard.toml"))
+            .await
+            .unwrap();
         Live {
             dir,
-            shared,
-            force,
-            shutdown,
+            shared: running.agent().clone(),
+            shutdown: running.shutdown_token(),
+            running,
         }
     }
 
@@ -192,13 +186,13 @@ fn replace(path: &Path, text: &str) {
 
 const ONE_LIST: &str = "[lists]\nblock = [\"block.txt\"]\n";
 
-fn one_list() -> Live {
-    Live::start(WATCH_ONLY, ONE_LIST, &[("block.txt", "10.0.0.1\n")])
+async fn one_list() -> Live {
+    Live::start(WATCH_ONLY, ONE_LIST, &[("block.txt", "10.0.0.1\n")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_place_edit_is_picked_up() {
-    let live = one_list();
+    let live = one_list().await;
     assert_eq!(live.decide("10.0.0.2"), "allow");
     write(&live.path("block.txt"), "10.0.0.1\n10.0.0.2\n");
     let took = live.until("10.0.0.2", "block").await;
@@ -208,7 +202,7 @@ async fn an_in_place_edit_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rename_over_is_picked_up() {
-    let live = one_list();
+    let live = one_list().await;
     replace(&live.path("block.txt"), "10.0.0.2\n");
     let took = live.until("10.0.0.2", "block").await;
     eprintln!("rename over: {took:?}");
@@ -217,7 +211,7 @@ async fn a_rename_over_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_and_recreate_is_picked_up() {
-    let live = one_list();
+    let live = one_list().await;
     let file = live.path("block.txt");
     std::fs::remove_file(&file).unwrap();
     // While the file is missing, a reload fails and the old rules stay in force.
@@ -238,7 +232,7 @@ async fn a_configmap_symlink_swap_is_picked_up_once() {
         dir.path(),
         &[("guard.toml", &guard), ("block.txt", "10.0.0.1\n")],
     );
-    let live = Live::start_in(dir);
+    let live = Live::start_in(dir).await;
     assert_eq!(live.decide("10.0.0.1"), "block");
 
     map.update(&[("guard.toml", &guard), ("block.txt", "10.0.0.2\n")]);
@@ -261,7 +255,8 @@ async fn a_replaced_directory_is_picked_up() {
         WATCH_ONLY,
         "[lists]\nblock = [\"lists/block.txt\"]\n",
         &[("lists/block.txt", "10.0.0.1\n")],
-    );
+    )
+    .await;
     write(&live.path("lists.new/block.txt"), "10.0.0.4\n");
     std::fs::rename(live.path("lists"), live.path("lists.old")).unwrap();
     std::fs::rename(live.path("lists.new"), live.path("lists")).unwrap();
@@ -281,7 +276,8 @@ async fn a_config_edit_naming_a_new_list_is_picked_up_and_the_list_watched() {
             ("block.txt", "10.0.0.1\n"),
             ("more/extra.txt", "10.0.0.9\n"),
         ],
-    );
+    )
+    .await;
     assert_eq!(live.decide("10.0.0.9"), "allow");
     replace(
         &live.path("guard.toml"),
@@ -301,7 +297,7 @@ async fn a_config_edit_naming_a_new_list_is_picked_up_and_the_list_watched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_editors_burst_of_writes_is_one_reload() {
-    let live = one_list();
+    let live = one_list().await;
     // Twenty writes 10 ms apart: well inside the 100 ms debounce.
     for i in 0..20u8 {
         write(&live.path("block.txt"), &format!("10.0.1.{i}\n"));
@@ -317,7 +313,7 @@ async fn an_editors_burst_of_writes_is_one_reload() {
 /// quiet: the reload must still come, within the one-second bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_appended_to_all_the_time_is_still_reloaded() {
-    let live = one_list();
+    let live = one_list().await;
     let file = live.path("block.txt");
     let started = Instant::now();
     let mut appended = 0u8;
@@ -339,7 +335,7 @@ async fn a_file_appended_to_all_the_time_is_still_reloaded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_edit_keeps_the_rules_in_force_and_counts_a_failure() {
-    let live = one_list();
+    let live = one_list().await;
     let file = live.path("block.txt");
     write(&file, "10.0.0.2\nnot-an-address\n");
     live.until_failed(1).await;
@@ -361,7 +357,7 @@ async fn a_broken_edit_keeps_the_rules_in_force_and_counts_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_config_keeps_the_rules_and_the_watches() {
-    let live = one_list();
+    let live = one_list().await;
     write(&live.path("guard.toml"), "[lists\nblock = 3\n");
     live.until_failed(1).await;
     assert_eq!(live.decide("10.0.0.1"), "block");
@@ -404,8 +400,8 @@ async fn the_reload_error_names_file_and_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_even_when_no_file_changed() {
-    let live = one_list();
-    live.force.notify_one();
+    let live = one_list().await;
+    live.running.reload();
     live.until_applied(1).await;
     assert_eq!(live.decide("10.0.0.1"), "block");
 }
@@ -415,7 +411,7 @@ const LIMITED: &str = "[lists]\nblock = [\"block.txt\"]\n\
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_state_survives_an_unrelated_edit_and_restarts_when_the_limit_changes() {
-    let live = Live::start(WATCH_ONLY, LIMITED, &[("block.txt", "10.0.0.1\n")]);
+    let live = Live::start(WATCH_ONLY, LIMITED, &[("block.txt", "10.0.0.1\n")]).await;
     // One instant for every request: only the buckets' state can change a decision.
     let now = Instant::now();
     assert_eq!(live.decide_at("10.0.0.7", "/", now), "allow");
@@ -445,7 +441,7 @@ async fn limit_state_survives_an_unrelated_edit_and_restarts_when_the_limit_chan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_that_need_a_restart_are_reported_and_the_rules_applied() {
-    let live = one_list();
+    let live = one_list().await;
     let path = live.path("guard.toml");
     let config = Config::load(&path).unwrap();
     let mut reloader = Reloader::new(config, Stamps::default(), live.shared.clone());
@@ -477,7 +473,8 @@ async fn the_poll_finds_changes_without_watching() {
         "[reload]\nwatch = false\npoll_secs = 1\n",
         ONE_LIST,
         &[("block.txt", "10.0.0.1\n")],
-    );
+    )
+    .await;
     replace(&live.path("block.txt"), "10.0.0.2\n");
     let took = live.until("10.0.0.2", "block").await;
     eprintln!("poll: {took:?}");
@@ -489,7 +486,8 @@ async fn a_list_in_a_directory_created_later_is_found_by_the_poll() {
         "[reload]\ndebounce_ms = 100\npoll_secs = 1\n",
         ONE_LIST,
         &[("block.txt", "10.0.0.1\n")],
-    );
+    )
+    .await;
     replace(
         &live.path("guard.toml"),
         &config_text(
@@ -505,7 +503,7 @@ async fn a_list_in_a_directory_created_later_is_found_by_the_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_old_rules_are_freed_once_unused() {
-    let live = one_list();
+    let live = one_list().await;
     let old = Arc::downgrade(&live.shared.engine());
     write(&live.path("block.txt"), "10.0.0.2\n");
     live.until("10.0.0.2", "block").await;

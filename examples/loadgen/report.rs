@@ -1,6 +1,6 @@
 //! What came back: the counters and latency histograms of each connection ([`Stats`]),
 //! merged into a [`Report`] printed as text or as one JSON object (whose field names
-//! `benches/agent.sh` reads).
+//! `benches/scripts/agent.sh` reads).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

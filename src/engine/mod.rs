@@ -47,8 +47,6 @@ mod table;
 use std::path::Path;
 use std::time::Instant;
 
-use strum::IntoEnumIterator;
-
 pub use notes::{Bucket, Effect, Explanation, Note, Notes, Silent, StepNotes};
 pub use settings::RuleSettings;
 pub use step::{Measure, Step, StepInfo};
@@ -197,20 +195,13 @@ impl Engine {
             allowed_by: None,
         };
         let mut decided: Option<Verdict> = None;
-        for step in Step::iter() {
+        for step in Step::ALL {
             if decided.is_some() && !past_decision {
                 break;
             }
             ev.reached = decided.is_none();
             notes.step(step, ev.reached);
-            let flow = match step {
-                Step::Allowlist => steps::allowlist(&mut ev, notes),
-                Step::Blocklist => steps::blocklist(&mut ev, notes),
-                Step::Asn => steps::asn(&mut ev, notes),
-                Step::UserAgent => steps::user_agent(&mut ev, notes),
-                Step::RateLimit => steps::rate_limit(&mut ev, notes),
-            };
-            if let (Flow::Decide(verdict), None) = (flow, &decided) {
+            if let (Flow::Decide(verdict), None) = (steps::run(step, &mut ev, notes), &decided) {
                 decided = Some(verdict);
             }
         }

@@ -54,6 +54,16 @@ pub enum Measure {
 }
 
 impl Step {
+    /// Every step, in evaluation order (what the pipeline runs; a constant, so the
+    /// compiler unrolls it).
+    pub const ALL: [Step; 5] = [
+        Step::Allowlist,
+        Step::Blocklist,
+        Step::Asn,
+        Step::UserAgent,
+        Step::RateLimit,
+    ];
+
     /// The reason a verdict of this step carries (`txn.guard.reason`).
     pub fn reason(self) -> Reason {
         match self {

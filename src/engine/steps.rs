@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::notes::{Bucket, Effect, Note, Notes};
+use super::step::Step;
 use super::table::id;
 use super::Engine;
 use crate::decision::{Decision, DryRun, DryRunHits, Reason, Request, RuleAction, RuleId, Verdict};
@@ -57,6 +58,18 @@ impl Evaluation<'_, '_, '_> {
     }
 }
 
+/// Runs `step`.
+#[inline(always)]
+pub(crate) fn run(step: Step, ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
+    match step {
+        Step::Allowlist => allowlist(ev, notes),
+        Step::Blocklist => blocklist(ev, notes),
+        Step::Asn => asn(ev, notes),
+        Step::UserAgent => user_agent(ev, notes),
+        Step::RateLimit => rate_limit(ev, notes),
+    }
+}
+
 /// A decisive verdict of rule `id`.
 fn decide(decision: Decision, reason: Reason, id: RuleId, name: &Bytes) -> Flow {
     let mut verdict = Verdict::new(decision, reason, name.clone());
@@ -70,12 +83,14 @@ fn text(name: &Bytes) -> String {
 }
 
 /// A list match in `matcher`, whose lists are numbered from `offset`.
+#[inline]
 fn list_match(matcher: &IpMatcher, offset: u32, src: IpAddr) -> Option<(RuleId, &Bytes)> {
     let index = matcher.lookup_index(src)?;
     Some((id(offset, index), matcher.rule_name(index)?))
 }
 
 /// Step 1: an allow list holds the source → allow, nothing else evaluated.
+#[inline]
 pub(crate) fn allowlist(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let (rules, offsets) = (&ev.engine.rules, ev.engine.table.offsets);
     if let Some((id, name)) = list_match(&rules.allow_dry_run, offsets.allow_dry_run, ev.src) {
@@ -99,6 +114,7 @@ pub(crate) fn allowlist(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes)
 }
 
 /// Step 2: a block list holds the source → deny.
+#[inline]
 pub(crate) fn blocklist(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let (rules, offsets) = (&ev.engine.rules, ev.engine.table.offsets);
     if let Some((id, name)) = list_match(&rules.block_dry_run, offsets.block_dry_run, ev.src) {
@@ -122,6 +138,7 @@ pub(crate) fn blocklist(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes)
 }
 
 /// Step 3: the source's AS is blocked → deny, rule `AS<n>`.
+#[inline]
 pub(crate) fn asn(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let rules = &ev.engine.rules;
     let Some(asn) = ev.asn else {
@@ -152,6 +169,7 @@ pub(crate) fn asn(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Fl
 /// Step 4: the first matching user-agent rule decides the step: `deny` → deny; `allow`
 /// → later user-agent rules are skipped (rate limits still apply). Dry-run rules are
 /// counted and evaluation goes on.
+#[inline]
 pub(crate) fn user_agent(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let engine = ev.engine;
     let offset = engine.table.offsets.user_agent;
@@ -193,6 +211,7 @@ pub(crate) fn user_agent(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes
 /// Step 5: every limit that applies takes a token from the request's bucket; an empty
 /// bucket of an enforcing limit denies with 429. The first empty limit in configuration
 /// order names the rule; the hint is the longest wait among them.
+#[inline]
 pub(crate) fn rate_limit(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let engine = ev.engine;
     let offset = engine.table.offsets.limit;

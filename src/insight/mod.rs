@@ -119,7 +119,7 @@
 //!
 //! # Costs
 //!
-//! `benches/insight.rs`, medians on the 2-vCPU VM of `benches/README.md` (a realistic
+//! `benches/insight.rs`, medians on the 2-vCPU VM of `BENCHMARKS.md` (a realistic
 //! mix of sources, paths and user agents; the bench loop alone takes 3.5 ns, subtracted;
 //! in noisier runs the same figures came out up to 25 % higher):
 //!

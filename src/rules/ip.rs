@@ -325,6 +325,7 @@ impl IpMatcher {
 
     /// Position (in list order) of the first list holding `addr`; `O(log n)`, no
     /// allocation.
+    #[inline]
     pub fn lookup_index(&self, addr: IpAddr) -> Option<usize> {
         self.index(addr)
     }
@@ -350,6 +351,7 @@ impl IpMatcher {
     }
 
     /// Index of the first list holding `addr`.
+    #[inline]
     fn index(&self, addr: IpAddr) -> Option<usize> {
         let idx = match addr {
             IpAddr::V4(v4) => self.lookup_v4(v4),

@@ -1,4 +1,4 @@
-# Helpers shared by the benchmark scripts (benches/e2e.sh, benches/agent.sh). Meant to be
+# Helpers shared by the benchmark scripts (benches/scripts/e2e.sh, benches/scripts/agent.sh). Meant to be
 # sourced (bash), not run. Sourcing it creates $work, a temporary directory, and $pids;
 # on exit every process in $pids is killed and waited for, and $work is removed.
 

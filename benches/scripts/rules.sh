@@ -1,14 +1,16 @@
-# The realistic rule set of the end-to-end and agent benchmarks (benches/e2e.sh,
-# benches/agent.sh). Meant to be sourced (bash), not run:
+# The realistic rule set of the end-to-end and agent benchmarks (benches/scripts/e2e.sh,
+# benches/scripts/agent.sh). Meant to be sourced (bash), not run:
 #
-#   . benches/rules.sh
+#   . benches/scripts/rules.sh
 #   write_rules "$work" 127.0.0.1:12345     # or unix:/path/agent.sock
 #
 # write_rules DIR LISTEN writes DIR/agent.toml, an agent configuration listening on LISTEN
 # with:
 #   - the block list: with SPOA_GUARD_DATA, the real ≈190k entries (FireHOL level 4, X4B
-#     v4/v6, Spamhaus DROP/DROPv6/EDROP), read in place; otherwise DIR/generated.txt, 190k
-#     generated IPv4 CIDRs (/24-/32, never 0/8, 10/8 or 127/8; the same ones every time)
+#     v4/v6, Spamhaus DROP/DROPv6/EDROP), read in place; otherwise DIR/generated.txt,
+#     BLOCK_ENTRIES (default 190k) generated IPv4 CIDRs (/24-/32, never 0/8, 10/8 or 127/8;
+#     the same ones every time); BLOCK_ENTRIES also makes the generated list when
+#     SPOA_GUARD_DATA is set
 #   - the full ASN tables of benches/data, AS64496 and examples/lists/asn-block.txt blocked
 #   - the bad-bot user-agent list (examples/lists/bad-user-agents.list, case-insensitive, deny)
 #   - three limits that never deny: per client, per client and /login path, per /24 or /48
@@ -23,20 +25,21 @@
 
 write_rules() {  # $1 = directory, $2 = listen address
     local dir=$1 listen=$2 root
-    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+    root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
     local block_files
-    if [ -n "${SPOA_GUARD_DATA:-}" ]; then
+    local entries=${BLOCK_ENTRIES:-190000}
+    if [ -n "${SPOA_GUARD_DATA:-}" ] && [ -z "${BLOCK_ENTRIES:-}" ]; then
         local d=$SPOA_GUARD_DATA/blocklists
         block_files=("$d/firehol_level4.netset" "$d/x4bnet-datacenter-ipv4.txt" "$d/x4bnet-datacenter-ipv6.txt"
             "$d/spamhaus-drop.txt" "$d/spamhaus-dropv6.txt" "$d/spamhaus-edrop-2023-12-01.txt")
         block_desc="real lists (FireHOL level 4, X4B v4/v6, Spamhaus DROP/DROPv6/EDROP)"
     else
-        python3 - "$dir/generated.txt" <<'PY'
+        python3 - "$dir/generated.txt" "$entries" <<'PY'
 import random, sys
 random.seed(3)
 with open(sys.argv[1], "w") as f:
     n = 0
-    while n < 190_000:
+    while n < int(sys.argv[2]):
         a = random.getrandbits(32)
         if a >> 24 in (0, 10, 127):
             continue
@@ -44,7 +47,7 @@ with open(sys.argv[1], "w") as f:
         n += 1
 PY
         block_files=("$dir/generated.txt")
-        block_desc="190k generated IPv4 CIDRs (/24-/32)"
+        block_desc="$entries generated IPv4 CIDRs (/24-/32)"
     fi
     # HAProxy pattern files take '#' comments only, not Spamhaus's '; SBL...'.
     block_haproxy=$dir/block-haproxy.txt

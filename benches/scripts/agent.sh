@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Agent-only SPOP benchmark: examples/loadgen/ -> spoa-guard (release build) over TCP on
-# loopback, with the realistic rules of benches/rules.sh (the ≈190k-entry block list, the
+# loopback, with the realistic rules of benches/scripts/rules.sh (the ≈190k-entry block list, the
 # full ASN tables, the bad-bot list, three limits that never deny). No HAProxy involved.
 #   max    closed loop at max speed, CONNECTIONS x PIPELINE, ROUNDS rounds of DURATION s:
 #          median throughput, median latency percentiles
@@ -18,17 +18,17 @@
 # come from its logs/elastic-apache_logs.log (a real combined access log) instead, and the
 # block list is the real one.
 #
-# Usage: benches/agent.sh [--json]
-#   ROUNDS=3 DURATION=10 WARMUP=1 CONNECTIONS=4 PIPELINE=64 benches/agent.sh
-#   RATE=100000 benches/agent.sh          # open loop at this rate instead of half the max
-#   SOAK=600 [RATE=...] [SAMPLE=10] [OUT=rss.csv] benches/agent.sh   # memory over time
-#   DENY_SHARE=0.05 THREADS=1 LOADGEN_ARGS="--source-pool 0" benches/agent.sh
-#   PIN=1 benches/agent.sh    # agent on CPU 0, generator on CPU 1 (default: unpinned)
+# Usage: benches/scripts/agent.sh [--json]
+#   ROUNDS=3 DURATION=10 WARMUP=1 CONNECTIONS=4 PIPELINE=64 benches/scripts/agent.sh
+#   RATE=100000 benches/scripts/agent.sh          # open loop at this rate instead of half the max
+#   SOAK=600 [RATE=...] [SAMPLE=10] [OUT=rss.csv] benches/scripts/agent.sh   # memory over time
+#   DENY_SHARE=0.05 THREADS=1 LOADGEN_ARGS="--source-pool 0" benches/scripts/agent.sh
+#   PIN=1 benches/scripts/agent.sh    # agent on CPU 0, generator on CPU 1 (default: unpinned)
 # THREADS: the generator's runtime threads. OUT: CSV of the soak samples (t_s,rss_kib).
 # AGENT_THREADS=N: the agent's [server] threads (default 1).
 # Needs python3.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 json=0
@@ -51,7 +51,7 @@ cargo build --release --quiet --bin spoa-guard --example loadgen
 bin=$root/target/release/spoa-guard
 loadgen=$root/target/release/examples/loadgen
 
-. benches/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
+. benches/scripts/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
 
 agent_cpu=() gen_cpu=()
 if [ "$pin" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
@@ -65,7 +65,7 @@ now() { date +%s.%N; }
 
 # ---- the agent on the shared rules -------------------------------------------------------
 port=$(free_port)
-. benches/rules.sh
+. benches/scripts/rules.sh
 write_rules "$work" "127.0.0.1:$port"
 "${agent_cpu[@]}" "$bin" serve --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
 agent_pid=$!

@@ -5,25 +5,25 @@
 #           block list (-f), the bad-bot list as `-m reg -i -f` on the User-Agent, a
 #           stick-table rate limit (track-sc0 src, http_req_rate(10s), never reached), deny 403
 #   spoe    the SPOE filter of haproxy/haproxy.cfg + spoe-guard.conf -> spoa-guard (release
-#           build) with the rules of benches/rules.sh: the block list, the full ASN tables
+#           build) with the rules of benches/scripts/rules.sh: the block list, the full ASN tables
 #           of benches/data, the bad-bot list and three limits that never deny; SPOE errors
 #           answer 503 here (fail closed), so they show up as non-2xx responses instead of
 #           passing silently
-# Block list (benches/rules.sh): with SPOA_GUARD_DATA, the real ≈190k entries (FireHOL
+# Block list (benches/scripts/rules.sh): with SPOA_GUARD_DATA, the real ≈190k entries (FireHOL
 # level 4, X4B, Spamhaus), read in place; otherwise 190k generated IPv4 CIDRs (/24-/32,
 # never 127/8).
 # Reports per setup: median req/s over the rounds, ratio to plain, median wrk p99, non-2xx
 # responses, and CPU µs per request of HAProxy and of the agent (utime+stime from /proc).
 #
-# Usage: benches/e2e.sh [--json]
-#   HAPROXY=.cache/haproxy-3.2/haproxy benches/e2e.sh       # default /usr/sbin/haproxy (2.6)
-#   ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=50 SETUPS="plain native spoe" benches/e2e.sh
-#   PIN=0 benches/e2e.sh    # default PIN=1: HAProxy on CPU 0, wrk on CPU 1, agent unpinned
-#   TRANSPORT=unix benches/e2e.sh   # HAProxy -> agent over a unix socket (default tcp)
+# Usage: benches/scripts/e2e.sh [--json]
+#   HAPROXY=.cache/haproxy-3.2/haproxy benches/scripts/e2e.sh       # default /usr/sbin/haproxy (2.6)
+#   ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS=50 SETUPS="plain native spoe" benches/scripts/e2e.sh
+#   PIN=0 benches/scripts/e2e.sh    # default PIN=1: HAProxy on CPU 0, wrk on CPU 1, agent unpinned
+#   TRANSPORT=unix benches/scripts/e2e.sh   # HAProxy -> agent over a unix socket (default tcp)
 # AGENT_THREADS=N: the agent's [server] threads (default 1).
 # Needs wrk (apt-get install wrk), curl, python3.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 json=0
@@ -43,7 +43,7 @@ hapver=$("$haproxy" -v | sed -n 's/.*version \([^ ]*\).*/\1/p' | sed -n 1p)
 cargo build --release --quiet
 bin=$root/target/release/spoa-guard
 
-. benches/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
+. benches/scripts/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
 
 # HAProxy on CPU 0, wrk on CPU 1 (the agent's tokio workers go where the scheduler puts them).
 hap_cpu=() wrk_cpu=()
@@ -60,7 +60,7 @@ tcp) agent_listen="127.0.0.1:$agent_port" agent_server="127.0.0.1:$agent_port" ;
 unix) agent_listen="unix:$work/agent.sock" agent_server="unix@$work/agent.sock" ;;
 *) echo "TRANSPORT must be tcp or unix" >&2; exit 1 ;;
 esac
-. benches/rules.sh
+. benches/scripts/rules.sh
 write_rules "$work" "$agent_listen"
 
 # ---- HAProxy configurations -------------------------------------------------------------

@@ -3,9 +3,9 @@
 # 1M generated IPv4 CIDRs + the full ip-location-db ASN tables + the bad-bot and AI
 # crawler lists + three limits, loaded by `spoa-guard check`. With SPOA_GUARD_DATA set,
 # also the real ≈190k-entry block lists (FireHOL level 4, X4B, Spamhaus).
-# Usage: benches/memory.sh   (builds the release binary first)
+# Usage: benches/scripts/memory.sh   (builds the release binary first)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 cargo build --release --quiet
 bin=target/release/spoa-guard
 work=$(mktemp -d)

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Live reloads at full size, from outside: what reloads do to decision latency, how long
+# one takes, and how long the agent takes to start. The agent (release build) runs the
+# rules of benches/scripts/rules.sh with a BLOCK_ENTRIES-entry generated block list
+# (default 1M IPv4 CIDRs /24-/32), the full ASN tables, the bad-bot list and three limits
+# that never deny; the load generator sends an open loop of RATE NOTIFY/s (default 4000)
+# over CONNECTIONS connections with one NOTIFY in flight each, as HAProxy 2.x does.
+# Phases of PHASE seconds alternate ROUNDS times:
+#   idle       no reload
+#   reloading  SIGHUP, wait until spoa_guard_reloads_total moves, SIGHUP again: reloads
+#              back to back for the whole phase (the worst case)
+# Reports per phase kind: median over rounds of the NOTIFY->ACK p50, p99, p99.9 and max
+# (µs, from the intended send time), the ratio reloading / idle, the median reload time
+# (from the agent's "rules reloaded" log lines) and the reloads done, and the start-up
+# time (process start to listening, rules loaded).
+#
+# Usage: benches/scripts/reload.sh [--json]
+#   ROUNDS=3 PHASE=10 RATE=4000 CONNECTIONS=2 BLOCK_ENTRIES=1000000 benches/scripts/reload.sh
+# Needs python3 and curl.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+json=0
+[ "${1:-}" = "--json" ] && json=1
+rounds=${ROUNDS:-3}
+phase=${PHASE:-10}
+rate=${RATE:-4000}
+connections=${CONNECTIONS:-2}
+export BLOCK_ENTRIES=${BLOCK_ENTRIES:-1000000}
+
+cargo build --release --quiet --bin spoa-guard --example loadgen
+bin=$root/target/release/spoa-guard
+loadgen=$root/target/release/examples/loadgen
+
+. benches/scripts/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
+. benches/scripts/rules.sh
+
+port=$(free_port) metrics_port=$(free_port)
+write_rules "$work" "127.0.0.1:$port"
+printf '[metrics]\nlisten = "127.0.0.1:%s"\n[reload]\nwatch = false\npoll_secs = 0\n' \
+    "$metrics_port" >> "$work/agent.toml"
+
+started=$(date +%s.%N)
+"$bin" serve --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
+agent_pid=$!
+pids+=("$agent_pid")
+wait_port "$port"
+ready=$(date +%s.%N)
+startup_ms=$(python3 -c "print(round(($ready - $started) * 1000))")
+
+reloads_done() {  # spoa_guard_reloads_total{result="success"}
+    curl -fsS "http://127.0.0.1:$metrics_port/metrics" |
+        awk '/^spoa_guard_reloads_total\{result="success"\}/ { print $2 }'
+}
+
+# Reloads back to back until the file $1 exists.
+reload_loop() {
+    local stop=$1 n
+    while [ ! -e "$stop" ]; do
+        n=$(reloads_done)
+        kill -HUP "$agent_pid"
+        while [ "$(reloads_done)" = "$n" ] && [ ! -e "$stop" ]; do sleep 0.02; done
+    done
+}
+
+run_phase() {  # $1 = name (idle|reloading), $2 = round
+    local name=$1 round=$2 loop_pid=
+    if [ "$name" = reloading ]; then
+        rm -f "$work/stop"
+        reload_loop "$work/stop" &
+        loop_pid=$!
+    fi
+    "$loadgen" --agent "127.0.0.1:$port" --connections "$connections" --pipeline 1 \
+        --rate "$rate" --duration "${phase}s" --warmup 1s --json \
+        --deny-share 0.05 --deny-sources "$block_haproxy" > "$work/$name-$round.json" \
+        2> "$work/$name-$round.err" || { cat "$work/$name-$round.err" >&2; exit 1; }
+    if [ -n "$loop_pid" ]; then
+        touch "$work/stop"
+        wait "$loop_pid"
+    fi
+    sleep 1   # the last retired engine is freed before the next phase
+}
+
+for round in $(seq "$rounds"); do
+    run_phase idle "$round"
+    run_phase reloading "$round"
+done
+
+python3 - "$work" "$rounds" "$json" "$startup_ms" "$block_desc" "$rate" "$connections" "$phase" <<'PY'
+import json, re, statistics, sys
+work, rounds, as_json, startup_ms, block, rate, conns, phase = sys.argv[1:]
+rounds = int(rounds)
+def load(name):
+    return [json.load(open(f"{work}/{name}-{r}.json")) for r in range(1, rounds + 1)]
+result = {"rounds": rounds, "rate": float(rate), "connections": int(conns), "phase_s": float(phase),
+          "block_list": block, "startup_ms": int(startup_ms)}
+for name in ("idle", "reloading"):
+    runs = load(name)
+    lat = {q: statistics.median(r["latency_from_send_us"][q] for r in runs)
+           for q in ("p50", "p99", "p99.9", "max")}
+    lat["errors"] = sum(r["timeouts"] + r["lost"] for r in runs)
+    result[name] = lat
+log = open(f"{work}/agent.log").read()
+times = [int(m) for m in re.findall(r"ms=(\d+).*rules reloaded|rules reloaded.*ms=(\d+)", log) for m in m if m]
+result["reloads"] = len(times)
+result["reload_ms_median"] = statistics.median(times) if times else None
+result["ratio"] = {q: round(result["reloading"][q] / max(result["idle"][q], 1), 2)
+                   for q in ("p50", "p99", "p99.9")}
+if as_json == "1":
+    print(json.dumps(result))
+    sys.exit()
+print(f"block list: {block}; agent started in {result['startup_ms']} ms")
+print(f"open loop {float(rate):,.0f} NOTIFY/s over {conns} connection(s), {rounds} x ({phase} s idle + {phase} s reloading)")
+print(f"reloads: {result['reloads']}, median {result['reload_ms_median']} ms\n")
+print("| phase | p50 µs | p99 µs | p99.9 µs | max µs | timeouts + lost |")
+print("|---|---|---|---|---|---|")
+for name in ("idle", "reloading"):
+    l = result[name]
+    print(f"| {name} | {l['p50']:.0f} | {l['p99']:.0f} | {l['p99.9']:.0f} | {l['max']:.0f} | {l['errors']} |")
+r = result["ratio"]
+print(f"| ratio | {r['p50']} | {r['p99']} | {r['p99.9']} | | |")
+PY
