@@ -56,7 +56,7 @@ pub enum StartError {
     /// The traffic-insight settings are invalid.
     #[error(transparent)]
     Insight(#[from] InvalidInsight),
-    /// The runtime could not start, or the rule loader died.
+    /// The runtime could not start.
     #[error("{0}")]
     Runtime(String),
 }
@@ -150,7 +150,7 @@ pub async fn start_file(path: &Path) -> Result<Running, StartError> {
 }
 
 async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartError> {
-    let engine = load_rules(&config).await?;
+    let engine = load_rules(&config)?;
     info!(rules = %engine.summary(), "rules loaded");
     let server_settings = &config.startup.server;
     let listener =
@@ -228,12 +228,15 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     })
 }
 
-/// Loads the rules of `config` on the blocking pool, logging each error.
-async fn load_rules(config: &Config) -> Result<Engine, StartError> {
-    let (rules, path) = (config.rules.clone(), config.path.clone());
-    let loaded = tokio::task::spawn_blocking(move || Engine::load(&rules, &path, None))
-        .await
-        .map_err(|e| StartError::Runtime(format!("loading the rules failed: {e}")))?;
+/// Loads the rules of `config`, logging each error.
+///
+/// On the calling thread, not the blocking pool: at start-up there is nothing else to
+/// serve yet, and the rules then live in the malloc arena of the thread that serves
+/// requests. Built on a blocking-pool thread they cost 7 MB more resident memory under
+/// load (agent at 3.5M requests: 43 against 36 MiB), the request path growing an arena
+/// of its own. Reloads build on the blocking pool, as they must.
+fn load_rules(config: &Config) -> Result<Engine, StartError> {
+    let loaded = Engine::load(&config.rules, &config.path, None);
     loaded.map_err(|errors| {
         for err in &errors.0 {
             error!("{err}");
