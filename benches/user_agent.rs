@@ -9,8 +9,8 @@
 //!   - `b_alternation_16m`: the same with `dfa_size_limit(16 MiB)`;
 //!   - `c_aho_corasick`: the 690 lines that are plain literals (after reading `\ ` and
 //!     `\.`) in aho-corasick's `AhoCorasick` (DFA kind) plus an alternation of the other 9;
-//!   - `d_ua_rule`: what `UaRules::load` builds (interleaved DFA walk, anchored wildcard
-//!     lines), i.e. the choice.
+//!   - `d_ua_rule`: what `UaRules::load` builds for the file alone (interleaved DFA walk,
+//!     anchored wildcard lines), i.e. the choice.
 //!
 //!   `browser` cycles through the 200 most common real browser user agents
 //!   (`tests/fixtures/useragents/browsers-sample.txt`; none matches), `bot` through the
@@ -21,8 +21,12 @@
 //!   (`config_7`): 4 inline patterns, the bad-bot list with `ignore_case`, the
 //!   ai.robots.txt list as literal `ignore_case` substrings, and an `empty` rule (869
 //!   patterns); with browser, bot, short (`curl/8.5.0`) and 2.5 KB user agents. Then each
-//!   list alone, and 20 inline rules walked one by one (`inline_20`) against one
-//!   alternation of the same 20 patterns (`inline_20_combined`).
+//!   list alone, and 20 inline rules (`inline_20`, compiled together by `UaRules`) against
+//!   one hand-written alternation of the same 20 patterns (`inline_20_combined`).
+//! - `many/{separate,combined}_{1,50,500}/{browser,scanner}`: N rules of one scanner word
+//!   each, `(?i)(^|[^a-z])WORD` (`benches/data/scanner-words.txt`), against the same words
+//!   as one rule; `many_load/*`: compiling them. Issue 12's targets: 50 separate rules
+//!   ≥ 0.9 × one combined rule, 500 ≥ 0.8 ×.
 //! - `rules_load/*`: reading and compiling those rules.
 //! - `crawlers/*` and `choice_full/*`: only when `SPOA_GUARD_DATA` names the shared data
 //!   directory. `crawlers`: the 1,498 regexes of `crawler-user-agents.json` as one pattern
@@ -110,7 +114,7 @@ enum Candidate {
     Set(RegexSet),
     Alternation(Regex),
     AhoCorasick(AhoCorasick, Regex),
-    UaRule(UaRule),
+    UaRules(UaRules),
 }
 
 impl Candidate {
@@ -119,7 +123,7 @@ impl Candidate {
             Candidate::Set(set) => set.is_match(ua),
             Candidate::Alternation(regex) => regex.is_match(ua),
             Candidate::AhoCorasick(ac, rest) => ac.is_match(ua) || rest.is_match(ua),
-            Candidate::UaRule(rule) => rule.matches(Some(ua)),
+            Candidate::UaRules(rules) => !rules.matching(Some(ua)).is_empty(),
         }
     }
 }
@@ -173,7 +177,7 @@ fn build(candidate: &str, patterns: &[String], list: &Path, ci: bool) -> Candida
                 Path::new("bench.toml"),
             )
             .unwrap();
-            Candidate::UaRule(rules.rules()[0].clone())
+            Candidate::UaRules(rules)
         }
         other => unreachable!("{other}"),
     }
@@ -308,9 +312,10 @@ fn realistic_rules() -> Vec<UserAgentRule> {
 /// What the engine does: the first rule that matches and is not a dry run.
 fn decide<'a>(rules: &'a UaRules, ua: &[u8]) -> Option<&'a UaRule> {
     rules
-        .rules()
+        .matching(Some(ua))
         .iter()
-        .find(|r| r.matches(Some(ua)) && !r.dry_run())
+        .filter_map(|i| rules.rules().get(i))
+        .find(|r| !r.dry_run())
 }
 
 fn rules(c: &mut Criterion) {
@@ -360,19 +365,14 @@ fn rules(c: &mut Criterion) {
             cycle(b, uas, |ua| decide(&rules, ua).is_some())
         });
     }
-    for name in ["bad-bots", "ai-crawlers"] {
-        let rule = rules
-            .rules()
-            .iter()
-            .find(|r| r.name() == name.as_bytes())
-            .unwrap();
+    for (name, i) in [("bad-bots", FEW), ("ai-crawlers", FEW + 1)] {
+        let alone = UaRules::load(&config[i..=i], Path::new("bench.toml")).unwrap();
         group.bench_function(BenchmarkId::new(name, "browser"), |b| {
-            cycle(b, &browsers, |ua| rule.matches(Some(ua)))
+            cycle(b, &browsers, |ua| decide(&alone, ua).is_some())
         });
     }
-    // Many inline rules: each is its own regex search, so the cost adds up per rule.
-    // `inline_20_combined` is one alternation of the same 20 patterns, i.e. what a
-    // rule-set-wide pre-check ("does any inline rule match?") would cost.
+    // 20 inline rules, compiled together by `UaRules`, against one alternation of the
+    // same 20 patterns written by hand.
     let inline = UaRules::load(&inline_rules(20), Path::new("bench.toml")).unwrap();
     let combined = RegexBuilder::new(&alternation(
         &INLINE.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>(),
@@ -448,12 +448,11 @@ fn crawlers(c: &mut Criterion) {
             Path::new("bench.toml"),
         )
         .unwrap();
-        let rule = &rules.rules()[0];
         group.bench_function(BenchmarkId::new(case, "browser"), |b| {
-            cycle(b, &all_browsers, |ua| rule.matches(Some(ua)))
+            cycle(b, &all_browsers, |ua| decide(&rules, ua).is_some())
         });
         group.bench_function(BenchmarkId::new(case, "bot"), |b| {
-            cycle(b, &instances, |ua| rule.matches(Some(ua)))
+            cycle(b, &instances, |ua| decide(&rules, ua).is_some())
         });
     }
     group.finish();
@@ -488,11 +487,102 @@ fn crawlers(c: &mut Criterion) {
     group.finish();
 }
 
+/// `n` scanner words: the 50 of `benches/data/scanner-words.txt`, then again with a
+/// number appended (`sqlmap1`, ...), as many rounds as needed.
+fn scanner_words(n: usize) -> Vec<String> {
+    let words =
+        lines(&Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/data/scanner-words.txt"));
+    (0..n)
+        .map(|i| match i / words.len() {
+            0 => words[i].clone(),
+            round => format!("{}{round}", words[i % words.len()]),
+        })
+        .collect()
+}
+
+/// One deny rule per word, `(?i)(^|[^a-z])WORD`, as operators write them.
+fn separate_rules(words: &[String]) -> Vec<UserAgentRule> {
+    words
+        .iter()
+        .map(|w| {
+            let pattern = format!("(?i)(^|[^a-z]){w}");
+            rule(&format!("ua-{w}"), UaSource::Pattern(pattern), false, false)
+        })
+        .collect()
+}
+
+/// The same words as one rule: `(?i)(^|[^a-z])(w1|w2|...)`.
+fn combined_rule(words: &[String]) -> Vec<UserAgentRule> {
+    let pattern = format!("(?i)(^|[^a-z])({})", words.join("|"));
+    vec![rule("scanners", UaSource::Pattern(pattern), false, false)]
+}
+
+/// Issue 12's cliff: 1, 50 and 500 separate inline rules against the same words as one
+/// rule, on browsers (nothing matches) and on scanner user agents (one rule matches).
+fn many(c: &mut Criterion) {
+    let browsers: Vec<Vec<u8>> = lines(&fixture("browsers-sample.txt"))
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+    let mut group = c.benchmark_group("many");
+    for n in [1, 50, 500] {
+        let words = scanner_words(n);
+        let scanners: Vec<Vec<u8>> = words
+            .iter()
+            .step_by(n.div_ceil(20))
+            .map(|w| {
+                format!("Mozilla/5.0 (compatible; {w}/1.2; +https://example.com/{w})").into_bytes()
+            })
+            .collect();
+        for (shape, config) in [
+            ("separate", separate_rules(&words)),
+            ("combined", combined_rule(&words)),
+        ] {
+            if n == 1 && shape == "combined" {
+                continue; // the same as one separate rule
+            }
+            let rules = UaRules::load(&config, Path::new("bench.toml")).unwrap();
+            for ua in &browsers {
+                assert!(
+                    decide(&rules, ua).is_none(),
+                    "{}",
+                    String::from_utf8_lossy(ua)
+                );
+            }
+            for ua in &scanners {
+                assert!(
+                    decide(&rules, ua).is_some(),
+                    "{}",
+                    String::from_utf8_lossy(ua)
+                );
+            }
+            let id = format!("{shape}_{n}");
+            group.bench_function(BenchmarkId::new(&id, "browser"), |b| {
+                cycle(b, &browsers, |ua| decide(&rules, ua).is_some())
+            });
+            group.bench_function(BenchmarkId::new(&id, "scanner"), |b| {
+                cycle(b, &scanners, |ua| decide(&rules, ua).is_some())
+            });
+        }
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("many_load");
+    group.sample_size(10);
+    for n in [50, 500] {
+        let config = separate_rules(&scanner_words(n));
+        group.bench_function(format!("separate_{n}"), |b| {
+            b.iter(|| UaRules::load(black_box(&config), Path::new("bench.toml")).unwrap())
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = choice, rules, crawlers
+    targets = choice, rules, crawlers, many
 }
 criterion_main!(benches);

@@ -173,10 +173,11 @@ pub(crate) fn asn(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Fl
 pub(crate) fn user_agent(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let engine = ev.engine;
     let offset = engine.table.offsets.user_agent;
-    for (index, rule) in engine.rules.user_agents.rules().iter().enumerate() {
-        if !rule.matches(ev.request.ua) {
+    let rules = &engine.rules.user_agents;
+    for index in rules.matching(ev.request.ua).iter() {
+        let Some(rule) = rules.rules().get(index) else {
             continue;
-        }
+        };
         let (id, name) = (id(offset, index), rule.name());
         let effect = match (rule.action(), rule.dry_run()) {
             (RuleAction::Deny, true) => Effect::WouldDeny,

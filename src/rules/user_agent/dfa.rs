@@ -1,6 +1,6 @@
-//! `DfaScan`: the literals of a pattern file compiled into one Aho-Corasick DFA, searched
-//! by walking four parts of the user agent through it in lock step. The type's
-//! documentation explains the walk; this module's, why it was chosen.
+//! `DfaScan`: literals (of every rule with the same case setting) compiled into one
+//! Aho-Corasick DFA, searched by walking four parts of the user agent through it in lock
+//! step. The type's documentation explains the walk; this module's, why it was chosen.
 //!
 //! # Why this matcher: measurements
 //!
@@ -70,7 +70,7 @@ use std::ops::ControlFlow;
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::{dfa::DFA, Anchored, MatchKind, StartKind};
-use regex::bytes::Regex;
+use regex_automata::meta::Regex;
 
 use super::patterns::CompileError;
 
@@ -318,9 +318,22 @@ impl DfaScan {
         None
     }
 
-    /// The slow path when anchors exist: one stream over `hay`, checking every literal
-    /// that ends at each match state; each confirming regex runs at most once.
+    /// The slow path when anchors exist: whether an exact literal occurs or an anchor's
+    /// regex confirms.
     fn confirmed(&self, hay: &[u8]) -> bool {
+        let mut found = false;
+        self.each_match(hay, |_| {
+            found = true;
+            ControlFlow::Break(())
+        });
+        found
+    }
+
+    /// Calls `f` with the pattern id of every literal that occurs in `hay` and every
+    /// anchor whose regex confirms (in the order they end; a literal that occurs twice is
+    /// reported twice), until `f` breaks. One stream over `hay`; each confirming regex
+    /// runs at most once, so this stays linear in `hay`.
+    pub(super) fn each_match(&self, hay: &[u8], mut f: impl FnMut(usize) -> ControlFlow<()>) {
         let mut tried = vec![false; self.confirms.len()];
         let mut sid = self.start;
         for &b in hay {
@@ -329,25 +342,23 @@ impl DfaScan {
                 continue;
             }
             for i in 0..self.dfa.match_len(sid) {
-                let pid = self.dfa.match_pattern(sid, i);
-                match self.confirm.get(pid.as_usize()) {
-                    Some(None) => return true,
-                    Some(&Some(c)) => {
-                        if let (Some(done), Some(regex)) = (tried.get_mut(c), self.confirms.get(c))
-                        {
-                            if !*done {
-                                *done = true;
-                                if regex.is_match(hay) {
-                                    return true;
-                                }
-                            }
+                let pid = self.dfa.match_pattern(sid, i).as_usize();
+                let matched = match self.confirm.get(pid) {
+                    Some(None) => true,
+                    Some(&Some(c)) => match (tried.get_mut(c), self.confirms.get(c)) {
+                        (Some(done), Some(regex)) if !*done => {
+                            *done = true;
+                            regex.is_match(hay)
                         }
-                    }
-                    None => {}
+                        _ => false,
+                    },
+                    None => false,
+                };
+                if matched && f(pid).is_break() {
+                    return;
                 }
             }
         }
-        false
     }
 }
 
@@ -376,9 +387,8 @@ impl fmt::Debug for DfaScan {
 
 #[cfg(test)]
 mod tests {
-    use crate::rules::user_agent::patterns::{Literals, PatternSet};
+    use crate::rules::user_agent::matcher::Literals;
     use crate::rules::user_agent::test_support::*;
-    use crate::rules::user_agent::Matcher;
     use proptest::prelude::*;
 
     /// Literals placed at every offset of a 300-byte haystack, so that some straddle the
@@ -387,13 +397,11 @@ mod tests {
     fn interleaved_scan_finds_literals_across_stream_boundaries() {
         let words: Vec<String> = (0..60).map(|i| format!("w{i:02}xyzzy{i:02}")).collect();
         let f = file_rule(&words.join("\n"), false, true);
-        let Matcher::Set(PatternSet {
-            literals: Some(Literals::Scan(_)),
-            ..
-        }) = &f.matcher
-        else {
-            panic!("expected a DFA scan");
-        };
+        let groups = f.matcher.literal_groups();
+        assert!(
+            matches!(groups, [g] if matches!(g.search, Literals::Scan(_))),
+            "expected one DFA scan"
+        );
         for word in [&words[0], &words[59]] {
             for at in 0..=(300 - word.len()) {
                 let mut hay = vec![b'.'; 300];

@@ -1,10 +1,11 @@
 //! User-agent rules: compiling `[[user_agent]]` patterns and pattern files, and matching
 //! the `User-Agent` of a request against them (evaluation step 4 in `design.md`).
 //!
-//! [`UaRules`] holds the rules in configuration order. The engine walks
-//! [`UaRules::rules`] and stops at the first match of a rule that is not a dry run, so
-//! each [`UaRule::matches`] call has to be fast on its own, and above all when nothing
-//! matches (the common case: a real browser).
+//! [`UaRules`] holds the rules in configuration order and one matcher for all of them:
+//! [`UaRules::matching`] finds every rule that matches a user agent in one pass, however
+//! many rules there are; the engine then walks those in order and stops at the first of a
+//! rule that is not a dry run. It has to be fast above all when nothing matches (the
+//! common case: a real browser).
 //!
 //! # What a rule matches
 //!
@@ -29,23 +30,23 @@
 //!
 //! # Where the rest lives
 //!
-//! - `patterns`: the pattern-file format and how a file is compiled (literals, wildcard
-//!   lines with an anchor, regexes), with the limits [`SMALL_SET`], [`DFA_MAX_BYTES`] and
-//!   [`DFA_CACHE_BYTES`].
-//! - `dfa`: `DfaScan`, the interleaved Aho-Corasick DFA walk most pattern files compile
-//!   to, and the measurements that chose it over `RegexSet`, one alternation and
-//!   aho-corasick's own searchers.
+//! - `patterns`: the pattern-file format and how each pattern is read (literals, wildcard
+//!   lines with an anchor, regexes).
+//! - `matcher`: how the patterns of all rules compile into one `UaMatcher`,
+//!   with the limits [`SMALL_SET`], [`DFA_MAX_BYTES`] and [`DFA_CACHE_BYTES`].
+//! - `dfa`: `DfaScan`, the interleaved Aho-Corasick DFA walk literals compile to, and the
+//!   measurements that chose it over `RegexSet`, one alternation and aho-corasick's own
+//!   searchers.
 //!
 //! # Costs
 //!
-//! - Matching is linear in the user agent's length for every rule kind (`regex` and
-//!   Aho-Corasick never backtrack). A `DfaScan` costs about 0.7–0.9 ns per byte whatever
-//!   the number of literals, allocates nothing, and keeps no per-thread state. A `regex`
-//!   (inline patterns, regex lines of a file) keeps a lazy-DFA cache in each thread that
-//!   uses it, up to [`DFA_CACHE_BYTES`]; a typical inline pattern costs 10–60 ns on a
-//!   browser user agent, and every rule is a separate search: 20 inline rules cost
-//!   0.8–1.2 µs walked one by one, about 220 ns as one alternation (`rules/inline_*` in
-//!   the bench).
+//! - Matching is linear in the user agent's length (`regex` and Aho-Corasick never
+//!   backtrack) and, when nothing matches, independent of the number of rules: at most
+//!   three searches (the literal automata of each case setting and the regexes). A
+//!   `DfaScan` costs about 0.7–0.9 ns per byte whatever the number of literals, allocates
+//!   nothing, and keeps no per-thread state. The regexes keep a lazy-DFA cache in each
+//!   thread that uses them, up to [`DFA_CACHE_BYTES`]. `benches/user_agent.rs` group
+//!   `many` measures 1, 50 and 500 separate rules.
 //! - Loading is linear in the file size: `bad-user-agents.list` in 6–11 ms and 2.6 MiB,
 //!   the ai.robots.txt list in 1.5–1.9 ms and 0.75 MiB.
 //! - Up to [`DFA_MAX_BYTES`] of literals (about 3,300 names of the bad-bot list's
@@ -54,6 +55,7 @@
 //!   (≈ 0.6 µs per browser user agent for the bad-bot list's literals in the prototype).
 
 mod dfa;
+mod matcher;
 mod patterns;
 #[cfg(test)]
 mod test_support;
@@ -64,22 +66,25 @@ use std::fmt;
 use std::path::Path;
 
 use bytes::Bytes;
-use regex::bytes::Regex;
 
 use super::settings::{UaSource, UserAgentSpec};
 use super::{LoadError, LoadErrors};
 use crate::decision::RuleAction;
-use patterns::{build_regex, quote, PatternSet};
+use matcher::UaMatcher;
+use patterns::{quote, Pattern};
 
-pub use patterns::{DFA_CACHE_BYTES, DFA_MAX_BYTES, SMALL_SET};
+pub use matcher::{UaMatches, DFA_CACHE_BYTES, DFA_MAX_BYTES, SMALL_SET};
 
 /// Every `[[user_agent]]` rule, compiled, in configuration order.
 ///
 /// Built once per rule set (at start-up, by `check`, by a reload) and shared read-only.
 #[derive(Debug, Clone, Default)]
 pub struct UaRules {
-    /// In configuration order: the engine walks them and the first decisive match wins.
+    /// In configuration order: the engine walks the matching ones and the first decisive
+    /// match wins.
     rules: Vec<UaRule>,
+    /// The patterns of every rule, compiled together.
+    matcher: UaMatcher,
 }
 
 impl UaRules {
@@ -96,18 +101,46 @@ impl UaRules {
     /// file).
     pub fn load(rules: &[UserAgentSpec], config_path: &Path) -> Result<UaRules, LoadErrors> {
         let mut compiled = Vec::with_capacity(rules.len());
+        let mut patterns = Vec::new();
+        let mut empty = Vec::new();
         let mut errors = Vec::new();
-        for rule in rules {
-            match UaRule::load(rule, config_path) {
-                Ok(rule) => compiled.push(rule),
+        for (index, rule) in (0u32..).zip(rules) {
+            match UaRule::load(index, rule, config_path, &mut patterns) {
+                Ok(rule) => {
+                    if rule.origin.is_empty() {
+                        empty.push(index);
+                    }
+                    compiled.push(rule);
+                }
                 Err(LoadErrors(mut errs)) => errors.append(&mut errs),
             }
         }
-        if errors.is_empty() {
-            Ok(UaRules { rules: compiled })
-        } else {
-            Err(LoadErrors(errors))
+        if !errors.is_empty() {
+            return Err(LoadErrors(errors));
         }
+        let matcher = UaMatcher::build(patterns, empty).map_err(|e| {
+            LoadError::file(
+                config_path,
+                format!("user_agent rules: cannot compile: {e}"),
+            )
+        })?;
+        Ok(UaRules {
+            rules: compiled,
+            matcher,
+        })
+    }
+
+    /// The rules matching the user agent `ua`, in configuration order.
+    ///
+    /// `ua` is `None` for a missing or empty `User-Agent` header (design.md: absent and
+    /// empty are both "empty user agent"). `empty` rules match exactly that; pattern and
+    /// file rules never match it. `Some(b"")` is treated as `None`, so callers need not
+    /// normalise.
+    ///
+    /// Linear in the length of `ua`, and allocation-free and independent of the number of
+    /// rules when nothing matches; see the module documentation for measured costs.
+    pub fn matching(&self, ua: Option<&[u8]>) -> UaMatches {
+        self.matcher.matching(ua)
     }
 
     /// The rules, in configuration order.
@@ -144,69 +177,64 @@ pub struct UaRule {
     action: RuleAction,
     /// Counted but never decides.
     dry_run: bool,
-    /// The compiled patterns.
-    matcher: Matcher,
     /// Where the patterns came from, for [`UaRule::describe`].
     origin: Origin,
 }
 
 impl UaRule {
-    /// Compiles one rule; `config_path` locates errors in an inline pattern.
-    fn load(rule: &UserAgentSpec, config_path: &Path) -> Result<UaRule, LoadErrors> {
+    /// Reads rule number `index`, appending its patterns to `patterns`; `config_path`
+    /// locates errors in an inline pattern.
+    fn load(
+        index: u32,
+        rule: &UserAgentSpec,
+        config_path: &Path,
+        patterns: &mut Vec<Pattern>,
+    ) -> Result<UaRule, LoadErrors> {
         let flags = Flags {
             ignore_case: rule.ignore_case,
             literal: rule.literal,
         };
+        let name = rule.name.as_str();
         let Some(source) = rule.source() else {
-            let message = format!(
-                "user_agent {:?}: give exactly one of pattern, file or empty = true",
-                rule.name.as_str()
-            );
+            let message =
+                format!("user_agent {name:?}: give exactly one of pattern, file or empty = true");
             return Err(LoadError::file(config_path, message).into());
         };
-        let (matcher, origin) = match &source {
-            UaSource::Empty => (Matcher::Empty, Origin::Empty),
+        let origin = match source {
+            UaSource::Empty => Origin::Empty,
             UaSource::Pattern(pattern) if pattern.is_empty() => {
-                return Err(LoadError::file(
-                    config_path,
-                    format!(
-                        "user_agent {:?}: empty pattern (it would match every user agent)",
-                        rule.name.as_str()
-                    ),
-                )
-                .into());
+                let message =
+                    format!("user_agent {name:?}: empty pattern (it would match every user agent)");
+                return Err(LoadError::file(config_path, message).into());
             }
             UaSource::Pattern(pattern) => {
-                let source = if flags.literal {
-                    regex::escape(pattern)
-                } else {
-                    pattern.clone()
-                };
-                let regex = build_regex(&source, flags.ignore_case).map_err(|e| {
+                let read = Pattern::read(index, &pattern, flags).map_err(|e| {
                     LoadError::file(
                         config_path,
-                        format!("user_agent {:?}: invalid regex: {e}", rule.name.as_str()),
+                        format!("user_agent {name:?}: invalid regex: {e}"),
                     )
                 })?;
-                (Matcher::Regex(regex), Origin::Pattern(pattern.clone()))
+                patterns.push(read);
+                Origin::Pattern(pattern)
             }
             UaSource::File(path) => {
-                let text = std::fs::read(path)
-                    .map_err(|e| LoadError::file(path, format!("cannot read: {e}")))?;
-                let set = PatternSet::parse(path, &text, flags)?;
+                let text = std::fs::read(&path)
+                    .map_err(|e| LoadError::file(&path, format!("cannot read: {e}")))?;
+                let count = Pattern::read_file(index, &path, &text, flags, patterns)?;
                 let file = match path.file_name() {
                     Some(name) => name.to_string_lossy().into_owned(),
                     None => path.display().to_string(),
                 };
-                let patterns = set.patterns;
-                (Matcher::Set(set), Origin::File { file, patterns })
+                Origin::File {
+                    file,
+                    patterns: count,
+                }
             }
         };
         Ok(UaRule {
             name: rule.name.bytes().clone(),
             action: rule.action,
             dry_run: rule.dry_run,
-            matcher,
             origin: origin.with_flags(flags),
         })
     }
@@ -226,25 +254,6 @@ impl UaRule {
         self.dry_run
     }
 
-    /// Whether the rule matches the user agent `ua`.
-    ///
-    /// `ua` is `None` for a missing or empty `User-Agent` header (design.md: absent and
-    /// empty are both "empty user agent"). `empty` rules match exactly that; pattern and
-    /// file rules never match it. `Some(b"")` is treated as `None`, so callers need not
-    /// normalise.
-    ///
-    /// Linear in the length of `ua`, allocation-free on the common path; see the module
-    /// documentation for measured costs.
-    pub fn matches(&self, ua: Option<&[u8]>) -> bool {
-        let ua = ua.filter(|ua| !ua.is_empty());
-        match (&self.matcher, ua) {
-            (Matcher::Empty, ua) => ua.is_none(),
-            (_, None) => false,
-            (Matcher::Regex(regex), Some(ua)) => regex.is_match(ua),
-            (Matcher::Set(set), Some(ua)) => set.is_match(ua),
-        }
-    }
-
     /// What the rule matches, for the `eval` command and logs: `pattern "(?i)sqlmap"`,
     /// `file bad-user-agents.list (699 patterns)`, `empty user agent`, with
     /// `literal` / `ignore_case` noted when set.
@@ -255,11 +264,7 @@ impl UaRule {
     /// Number of patterns: 1 for an inline pattern, the pattern lines of a file, 0 for an
     /// `empty` rule.
     pub fn patterns(&self) -> usize {
-        match &self.matcher {
-            Matcher::Empty => 0,
-            Matcher::Regex(_) => 1,
-            Matcher::Set(set) => set.patterns,
-        }
+        self.origin.patterns()
     }
 }
 
@@ -284,6 +289,21 @@ enum Origin {
 }
 
 impl Origin {
+    /// Whether this is an `empty = true` rule.
+    fn is_empty(&self) -> bool {
+        matches!(self, Origin::Empty)
+    }
+
+    /// Number of patterns (see [`UaRule::patterns`]).
+    fn patterns(&self) -> usize {
+        match self {
+            Origin::Empty => 0,
+            Origin::Pattern(_) => 1,
+            Origin::File { patterns, .. } => *patterns,
+            Origin::Flagged(origin, _) => origin.patterns(),
+        }
+    }
+
     fn with_flags(self, flags: Flags) -> Origin {
         match self {
             Origin::Empty => Origin::Empty,
@@ -314,15 +334,4 @@ impl fmt::Display for Origin {
             }
         }
     }
-}
-
-/// A compiled rule.
-#[derive(Debug, Clone)]
-enum Matcher {
-    /// `empty = true`.
-    Empty,
-    /// An inline `pattern` (escaped first when `literal`).
-    Regex(Regex),
-    /// A pattern file.
-    Set(PatternSet),
 }

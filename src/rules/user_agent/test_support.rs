@@ -6,8 +6,9 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::patterns::PatternSet;
-use super::{Flags, Matcher, Origin, UaRule, UaRules};
+use super::matcher::UaMatcher;
+use super::patterns::Pattern;
+use super::{Flags, Origin, UaRule, UaRules};
 use crate::decision::{RuleAction, RuleName};
 use crate::rules::settings::{UaSource, UserAgentSpec};
 
@@ -39,33 +40,61 @@ pub(super) fn pattern(p: &str) -> UserAgentRule {
     rule("p", UaSource::Pattern(p.to_owned()))
 }
 
-pub(super) fn load_one(rule: UserAgentRule) -> UaRule {
-    let rules = UaRules::load(&[rule], Path::new("spoa-guard.toml")).unwrap();
-    rules.rules()[0].clone()
+pub(super) fn load_one(rule: UserAgentRule) -> UaRules {
+    UaRules::load(&[rule], Path::new("spoa-guard.toml")).unwrap()
 }
 
-/// A file rule over `text`, compiled without touching the disk.
-pub(super) fn file_rule(text: &str, ignore_case: bool, literal: bool) -> UaRule {
+impl UaRules {
+    /// Whether any rule matches `ua`.
+    pub(super) fn matches(&self, ua: Option<&[u8]>) -> bool {
+        !self.matching(ua).is_empty()
+    }
+
+    /// Whether the rule called `name` matches `ua`.
+    pub(super) fn rule_matches(&self, name: &str, ua: Option<&[u8]>) -> bool {
+        let index = self
+            .rules()
+            .iter()
+            .position(|r| r.name() == name.as_bytes())
+            .unwrap();
+        self.matching(ua).contains(index)
+    }
+}
+
+/// A one-rule set of a file rule over `text`, compiled without touching the disk.
+pub(super) fn file_rule(text: &str, ignore_case: bool, literal: bool) -> UaRules {
     let flags = Flags {
         ignore_case,
         literal,
     };
-    let set = PatternSet::parse(Path::new("lists/ua.list"), text.as_bytes(), flags).unwrap();
-    UaRule {
+    let mut patterns = Vec::new();
+    let count = Pattern::read_file(
+        0,
+        Path::new("lists/ua.list"),
+        text.as_bytes(),
+        flags,
+        &mut patterns,
+    )
+    .unwrap();
+    let rule = UaRule {
         name: Bytes::from_static(b"f"),
         action: RuleAction::Deny,
         dry_run: false,
         origin: Origin::File {
             file: "ua.list".into(),
-            patterns: set.patterns,
+            patterns: count,
         },
-        matcher: Matcher::Set(set),
+    };
+    UaRules {
+        rules: vec![rule],
+        matcher: UaMatcher::build(patterns, Vec::new()).unwrap(),
     }
 }
 
 /// The `file:line: message` lines `check` would print for a pattern file.
 pub(super) fn file_errors(text: &[u8], flags: Flags) -> Vec<String> {
-    let err = PatternSet::parse(Path::new("lists/bad.list"), text, flags).unwrap_err();
+    let err = Pattern::read_file(0, Path::new("lists/bad.list"), text, flags, &mut Vec::new())
+        .unwrap_err();
     err.0.iter().map(ToString::to_string).collect()
 }
 

@@ -6,7 +6,7 @@ use aho_corasick::automaton::Automaton;
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::patterns::Literals;
+use super::matcher::Literals;
 use super::test_support::*;
 use super::*;
 
@@ -14,8 +14,10 @@ use super::*;
 fn debug_output_stays_short() {
     let text = format!("{:?}", real_rules());
     assert!(text.len() < 2_000, "{text}");
+    // The bad-bot list (699 lines, 9 of them wildcards) and the AI list (166 literals)
+    // are both case-insensitive: one DFA.
     assert!(
-        text.contains("DfaScan { literals: 699, anchored_regexes: 9"),
+        text.contains("DfaScan { literals: 865, anchored_regexes: 9"),
         "{text}"
     );
 }
@@ -109,9 +111,7 @@ fn non_utf8_user_agents() {
     assert!(r.matches(Some(b"caf\xe9")));
     // Arbitrary bytes through every kind of matcher.
     let junk: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-    for rule in real_rules().rules() {
-        let _ = rule.matches(Some(&junk));
-    }
+    let _ = real_rules().matching(Some(&junk));
 }
 
 #[test]
@@ -247,46 +247,42 @@ fn real_lists_load_and_match_known_bots() {
         ai.describe(),
         "file ai-robots-haproxy-block-ai-bots.txt (166 patterns), literal, ignore_case"
     );
-    // 690 of the 699 lines are literals, 9 are wildcards: no regex is left over.
-    let Matcher::Set(set) = &bad.matcher else {
-        panic!("not a set")
+    // 690 of the bad-bot list's 699 lines are literals, 9 are wildcards: with the AI
+    // list's literals they make one case-insensitive DFA; the only regex left over is
+    // the scanners rule's inline pattern.
+    let [group] = rules.matcher.literal_groups() else {
+        panic!("not one literal group")
     };
-    assert!(set.rest.is_empty());
-    let Some(Literals::Scan(scan)) = &set.literals else {
+    let Literals::Scan(scan) = &group.search else {
         panic!("not a DFA scan")
     };
-    assert_eq!((scan.dfa.patterns_len(), scan.confirms.len()), (699, 9));
+    assert_eq!((scan.dfa.patterns_len(), scan.confirms.len()), (865, 9));
+    assert_eq!(rules.matcher.regex_patterns(), 1);
 
-    assert!(ai.matches(Some(GPTBOT)));
-    assert!(ai.matches(Some(
+    let ai = |ua: &[u8]| rules.rule_matches("ai-crawlers", Some(ua));
+    let bad = |ua: &[u8]| rules.rule_matches("bad-bots", Some(ua));
+    assert!(ai(GPTBOT));
+    assert!(ai(
         b"Mozilla/5.0 (compatible; ClaudeBot/1.0; +claudebot@anthropic.com)"
-    )));
-    assert!(ai.matches(Some(b"zanistabot"))); // the last line, which has no newline
-    assert!(!bad.matches(Some(GPTBOT)) || bad.matches(Some(b"openai.com")));
-    assert!(bad.matches(Some(
+    ));
+    assert!(ai(b"zanistabot")); // the last line, which has no newline
+    assert!(!bad(GPTBOT) || bad(b"openai.com"));
+    assert!(bad(
         b"Mozilla/5.0 (compatible; AhrefsBot/7.0; +http://ahrefs.com/robot/)"
-    )));
-    assert!(bad.matches(Some(b"Mozilla/5.0 (compatible; Black Hole)")));
-    assert!(bad.matches(Some(b"Mozilla/5.0 (compatible; Mail.RU_Bot/2.0)")));
+    ));
+    assert!(bad(b"Mozilla/5.0 (compatible; Black Hole)"));
+    assert!(bad(b"Mozilla/5.0 (compatible; Mail.RU_Bot/2.0)"));
 
     let browsers = fixture_lines("browsers-sample.txt");
     assert_eq!(browsers.len(), 200);
     assert!(browsers.iter().any(|ua| ua.as_slice() == CHROME));
     for ua in &browsers {
-        assert!(
-            rules.rules().iter().all(|r| !r.matches(Some(ua))),
-            "{}",
-            String::from_utf8_lossy(ua)
-        );
+        assert!(!rules.matches(Some(ua)), "{}", String::from_utf8_lossy(ua));
     }
     let bots = fixture_lines("bots-sample.txt");
     assert_eq!(bots.len(), 100);
     for ua in &bots {
-        assert!(
-            bad.matches(Some(ua)) || ai.matches(Some(ua)),
-            "{}",
-            String::from_utf8_lossy(ua)
-        );
+        assert!(bad(ua) || ai(ua), "{}", String::from_utf8_lossy(ua));
     }
 }
 
@@ -302,14 +298,58 @@ fn the_bad_bot_list_case_sensitive_matches_like_pcre() {
     assert!(!f.matches(Some(b"Mozilla/5.0 Firefox/70.0")));
 }
 
+/// A random inline rule: a pattern over a small alphabet (literals, wildcards, regexes),
+/// with random flags; every twentieth an `empty` rule.
+fn random_rule() -> impl Strategy<Value = UserAgentRule> {
+    (
+        prop::collection::vec(
+            prop::sample::select(vec![
+                "a", "b", "A", ".", "\\.", "\\ ", "ab", "^", "b+", "(?i)B", "$",
+            ]),
+            1..4,
+        ),
+        any::<bool>(),
+        any::<bool>(),
+        0..20u8,
+    )
+        .prop_map(|(parts, ignore_case, literal, kind)| {
+            let mut r = if kind == 0 {
+                rule("e", UaSource::Empty)
+            } else {
+                rule("p", UaSource::Pattern(parts.concat()))
+            };
+            r.ignore_case = ignore_case;
+            r.literal = literal;
+            r
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
+    /// The one matcher over all rules finds exactly the rules that match when each is
+    /// compiled alone, whatever the mix of literals, wildcards, regexes, flags and
+    /// numbers of rules (enough literals to switch between aho-corasick's searcher and
+    /// the DFA).
+    #[test]
+    fn one_matcher_agrees_with_each_rule_alone(
+        rules in prop::collection::vec(random_rule(), 1..60),
+        hays in prop::collection::vec(small_bytes(120), 1..8),
+    ) {
+        let all = UaRules::load(&rules, Path::new("t.toml")).unwrap();
+        let alone: Vec<UaRules> = rules.iter().cloned().map(load_one).collect();
+        for hay in hays.iter().map(|h| Some(h.as_slice())).chain([None]) {
+            let expected: Vec<usize> = (0..rules.len())
+                .filter(|&i| alone[i].matches(hay))
+                .collect();
+            let found: Vec<usize> = all.matching(hay).iter().collect();
+            prop_assert_eq!(found, expected, "{:?} in {:?}", rules, hay);
+        }
+    }
+
     #[test]
     fn arbitrary_user_agents_never_panic(ua in prop::collection::vec(any::<u8>(), 0..600)) {
-        for rule in real_rules().rules() {
-            let _ = rule.matches(Some(&ua));
-        }
+        let _ = real_rules().matching(Some(&ua));
     }
 }
 
@@ -347,7 +387,7 @@ fn real_crawler_patterns_compile_and_browsers_pass() {
         Ok(rules) => rules,
         Err(err) => panic!("crawler patterns failed to load:\n{err}"),
     };
-    let crawler = &crawler_rules.rules()[0];
+    let crawler = &crawler_rules;
     assert_eq!(crawler.patterns(), 1_498);
     for instance in crawlers
         .iter()
@@ -366,13 +406,8 @@ fn real_crawler_patterns_compile_and_browsers_pass() {
             continue;
         }
         assert!(!crawler.matches(Some(ua.as_bytes())), "crawler list: {ua}");
-        for rule in real_rules().rules() {
-            assert!(
-                !rule.matches(Some(ua.as_bytes())),
-                "{}: {ua}",
-                rule.describe()
-            );
-        }
+        let matching = real_rules().matching(Some(ua.as_bytes()));
+        assert!(matching.is_empty(), "{matching:?}: {ua}");
     }
     assert_eq!(seen.len(), 5_854);
 }
