@@ -193,7 +193,7 @@ impl UaMatcher {
         found
     }
 
-    /// The literal automata, for tests and the benches' introspection.
+    /// The literal automata, for tests that check which searcher was chosen.
     #[cfg(test)]
     pub(super) fn literal_groups(&self) -> &[LiteralGroup] {
         &self.literals
