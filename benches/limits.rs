@@ -7,6 +7,12 @@
 //! - `take/three_limits/ours`: what one request costs with three limits: `src`,
 //!   `src+path` with `path_prefix = "/login"` and `methods = ["POST"]` (matching), and
 //!   `global`; `applies` included, cold sources from a 100k set.
+//! - `limit_count/{1,200}/{indexed,scan}`: one request against 1 limit (per client) and
+//!   against that limit plus 199 limits on distinct path prefixes (`/api/v1/endpoint-N`)
+//!   that the requests (`/`, `/static/app.js`, `/api/v1/items`, `/login`) never hit:
+//!   `indexed` asks only the limits `Limits::candidates` finds, as the engine does;
+//!   `scan` asks every limit whether it applies (the engine before issue 12). Target:
+//!   200 limits ≥ 0.9 × one.
 //! - `take/at_cap/ours`: a limit full at its 100k-key cap, every take a new source
 //!   (the flood case: `Take::Untracked`).
 //! - `retain_recent/{100k,1m}/ours`: one eviction pass over a limit with that many keys,
@@ -299,6 +305,61 @@ fn three_limits(c: &mut Criterion) {
     });
 }
 
+fn limit_count(c: &mut Criterion) {
+    let mut group = c.benchmark_group("limit_count");
+    let sources = sources(100_000, 23);
+    let paths: [&[u8]; 4] = [b"/", b"/static/app.js", b"/api/v1/items", b"/login"];
+    for n in [1, 200] {
+        let mut configs = vec![config("per-client", "src", 500_000)];
+        configs.extend((1..n).map(|i| LimitConfig {
+            path_prefix: Some(format!("/api/v1/endpoint-{i}")),
+            ..config(&format!("endpoint-{i}"), "src+path", 500_000)
+        }));
+        let limits = Limits::build(&configs, None).unwrap();
+        let mut time = Ticker::new();
+        let mut i = 0usize;
+        let mut next_request = || {
+            i = i.wrapping_add(1);
+            Request {
+                path: Some(paths[i % paths.len()]),
+                ..request(sources[i % sources.len()])
+            }
+        };
+        for _ in 0..sources.len() {
+            let r = next_request();
+            limits.iter().next().map(|l| l.take(&r, None, time.tick()));
+        }
+        group.bench_function(format!("{n}/indexed"), |b| {
+            b.iter(|| {
+                let r = next_request();
+                let now = time.tick();
+                let mut taken = 0;
+                for position in limits.candidates(black_box(&r)) {
+                    let limit = limits.get(position).unwrap();
+                    if limit.applies(&r) && limit.take(&r, None, now) == Take::Allowed {
+                        taken += 1;
+                    }
+                }
+                black_box(taken)
+            })
+        });
+        group.bench_function(format!("{n}/scan"), |b| {
+            b.iter(|| {
+                let r = next_request();
+                let now = time.tick();
+                let mut taken = 0;
+                for limit in limits.iter() {
+                    if limit.applies(black_box(&r)) && limit.take(&r, None, now) == Take::Allowed {
+                        taken += 1;
+                    }
+                }
+                black_box(taken)
+            })
+        });
+    }
+    group.finish();
+}
+
 fn at_cap(c: &mut Criterion) {
     let ours = Ours::new(100_000);
     let now = Instant::now();
@@ -348,6 +409,7 @@ criterion_group!(
     hot_key,
     cold_keys,
     three_limits,
+    limit_count,
     at_cap,
     retain_recent
 );

@@ -5,6 +5,9 @@
 //!   cycling through 4096 pre-drawn addresses so the caches see realistic spread.
 //! - `ip_lookup/linear_{hit,miss}/1000`: the naive baseline, a linear scan over a
 //!   `Vec<Ipv4Net>`, for the 1k case only (it is hopeless beyond that).
+//! - `ip_lookup/files/{1,20}`: the same 100k CIDRs as one list and split over 20 lists
+//!   (20 block-list files): every list goes into one matcher, so the lookup should not
+//!   care (issue 12's target: 20 files ≥ 0.9 × one file).
 //! - `real_lists/*`: only when `SPOA_GUARD_DATA` names a directory shaped like the shared
 //!   data set (with `blocklists/`): loading FireHOL level 4 + X4B datacenter (v4, v6) +
 //!   Spamhaus DROP/DROPv6/EDROP (about 185k entries) from disk, and lookups against it.
@@ -139,6 +142,34 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// One lookup (a mix of hits and misses) against 100k CIDRs given as 1 list and as 20.
+fn files(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ip_lookup/files");
+    group.measurement_time(Duration::from_secs(3));
+    let nets = random_nets(100_000, 0x5eed);
+    let as_lists = |n: usize| {
+        IpMatcher::new(
+            nets.chunks(nets.len().div_ceil(n))
+                .enumerate()
+                .map(|(i, chunk)| {
+                    IpList::from_nets(format!("file-{i}"), chunk.iter().copied().map(IpNet::V4))
+                }),
+        )
+    };
+    let one = as_lists(1);
+    let mut rng = BenchRng::new(0xf11e);
+    let mut probes = hits(&nets, &mut rng);
+    probes.extend(misses(&one, &mut rng));
+    for n in [1, 20] {
+        let matcher = as_lists(n);
+        assert_eq!(matcher.len(), n);
+        bench_lookups(&mut group, BenchmarkId::from_parameter(n), &probes, |a| {
+            matcher.lookup(a).is_some()
+        });
+    }
+    group.finish();
+}
+
 /// The real lists: FireHOL level 4, X4B datacenter v4 + v6, Spamhaus DROP, DROPv6, EDROP.
 const REAL_LISTS: [&str; 6] = [
     "firehol_level4.netset",
@@ -232,5 +263,5 @@ fn real_lists(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, build, lookup, real_lists);
+criterion_group!(benches, build, lookup, files, real_lists);
 criterion_main!(benches);

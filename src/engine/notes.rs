@@ -12,6 +12,9 @@ use super::step::Step;
 
 /// Receives the notes of an evaluation.
 pub trait Notes {
+    /// Whether notes are kept. A step may take a shortcut that skips parts of the rule
+    /// set when nobody listens, and walk all of it to explain when someone does.
+    const LISTENS: bool = true;
     /// The notes that follow belong to `step`; `reached` is false for the steps `eval`
     /// runs after the decision, to show what they would have said.
     fn step(&mut self, step: Step, reached: bool);
@@ -24,6 +27,7 @@ pub trait Notes {
 pub struct Silent;
 
 impl Notes for Silent {
+    const LISTENS: bool = false;
     #[inline(always)]
     fn step(&mut self, _step: Step, _reached: bool) {}
     #[inline(always)]

@@ -15,7 +15,7 @@ use super::step::Step;
 use super::table::id;
 use super::Engine;
 use crate::decision::{Decision, DryRun, DryRunHits, Reason, Request, RuleAction, RuleId, Verdict};
-use crate::limits::Take;
+use crate::limits::{Limit, Take};
 use crate::rules::ip::IpMatcher;
 
 /// What a step concluded.
@@ -211,50 +211,35 @@ pub(crate) fn user_agent(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes
 
 /// Step 5: every limit that applies takes a token from the request's bucket; an empty
 /// bucket of an enforcing limit denies with 429. The first empty limit in configuration
-/// order names the rule; the hint is the longest wait among them.
+/// order names the rule; the hint is the longest wait among them. Only the limits the
+/// index finds for the request are asked; when someone listens, the others are noted as
+/// skipped, in configuration order.
 #[inline]
-pub(crate) fn rate_limit(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
-    let engine = ev.engine;
-    let offset = engine.table.offsets.limit;
-    let mut limited: Option<(RuleId, &Bytes, u32)> = None;
-    for (index, limit) in engine.limits.iter().enumerate() {
-        if !limit.applies(ev.request) {
-            notes.note(|| Note::LimitSkipped {
-                limit: text(limit.name()),
-                limit_is: limit.describe(),
-            });
-            continue;
+pub(crate) fn rate_limit<N: Notes>(ev: &mut Evaluation<'_, '_, '_>, notes: &mut N) -> Flow {
+    let limits = &ev.engine.limits;
+    let candidates = limits.candidates(ev.request);
+    let mut limited = None;
+    if N::LISTENS {
+        let mut next = candidates.iter().copied().peekable();
+        for (position, limit) in (0u32..).zip(limits.iter()) {
+            let candidate = next.next_if_eq(&position).is_some();
+            if candidate && limit.applies(ev.request) {
+                take_token(ev, notes, position, limit, &mut limited);
+            } else {
+                notes.note(|| Note::LimitSkipped {
+                    limit: text(limit.name()),
+                    limit_is: limit.describe(),
+                });
+            }
         }
-        let take = if ev.reached {
-            limit.take(ev.request, ev.asn, ev.now)
-        } else {
-            limit.peek(ev.request, ev.asn, ev.now)
-        };
-        notes.note(|| Note::LimitBucket {
-            limit: text(limit.name()),
-            key: limit.describe_key(ev.request, ev.asn),
-            limit_is: limit.describe(),
-            bucket: match take {
-                Take::Allowed if ev.reached => Bucket::Taken,
-                Take::Allowed => Bucket::Available,
-                Take::Denied { retry_after } => Bucket::Empty {
-                    retry_after: retry_seconds(retry_after),
-                },
-                Take::Untracked => Bucket::Untracked,
-            },
-            dry_run: limit.dry_run(),
-        });
-        let Take::Denied { retry_after } = take else {
-            continue;
-        };
-        let (id, seconds) = (id(offset, index), retry_seconds(retry_after));
-        if limit.dry_run() {
-            ev.dry_run(id, Reason::RateLimit, limit.name(), true);
-        } else {
-            limited = match limited {
-                None => Some((id, limit.name(), seconds)),
-                Some((first, name, longest)) => Some((first, name, longest.max(seconds))),
+    } else {
+        for &position in &candidates {
+            let Some(limit) = limits.get(position) else {
+                continue;
             };
+            if limit.applies(ev.request) {
+                take_token(ev, notes, position, limit, &mut limited);
+            }
         }
     }
     let Some((id, name, seconds)) = limited else {
@@ -268,6 +253,56 @@ pub(crate) fn rate_limit(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes
     verdict.rule_id = Some(id);
     verdict.retry_after = Some(seconds);
     Flow::Decide(verdict)
+}
+
+/// The first enforcing limit with an empty bucket (its rule id and name) and the longest
+/// wait among them, as [`rate_limit`] collects them.
+type Limited<'e> = Option<(RuleId, &'e Bytes, u32)>;
+
+/// One applying limit of [`rate_limit`]: takes a token (or, past the decision, looks at
+/// the bucket), notes it, counts a dry-run hit or records the denial in `limited`.
+#[inline]
+fn take_token<'e>(
+    ev: &mut Evaluation<'e, '_, '_>,
+    notes: &mut impl Notes,
+    position: u32,
+    limit: &'e Limit,
+    limited: &mut Limited<'e>,
+) {
+    let take = if ev.reached {
+        limit.take(ev.request, ev.asn, ev.now)
+    } else {
+        limit.peek(ev.request, ev.asn, ev.now)
+    };
+    notes.note(|| Note::LimitBucket {
+        limit: text(limit.name()),
+        key: limit.describe_key(ev.request, ev.asn),
+        limit_is: limit.describe(),
+        bucket: match take {
+            Take::Allowed if ev.reached => Bucket::Taken,
+            Take::Allowed => Bucket::Available,
+            Take::Denied { retry_after } => Bucket::Empty {
+                retry_after: retry_seconds(retry_after),
+            },
+            Take::Untracked => Bucket::Untracked,
+        },
+        dry_run: limit.dry_run(),
+    });
+    let Take::Denied { retry_after } = take else {
+        return;
+    };
+    let (id, seconds) = (
+        id(ev.engine.table.offsets.limit, position as usize),
+        retry_seconds(retry_after),
+    );
+    if limit.dry_run() {
+        ev.dry_run(id, Reason::RateLimit, limit.name(), true);
+    } else {
+        *limited = match *limited {
+            None => Some((id, limit.name(), seconds)),
+            Some((first, name, longest)) => Some((first, name, longest.max(seconds))),
+        };
+    }
 }
 
 /// Whole seconds for `txn.guard.retry_after`: rounded up, at least 1.

@@ -2,9 +2,10 @@
 //!
 //! Each `[[limit]]` becomes a [`Limit`]: a key specification (which requests share a
 //! bucket, see [Keys](#keys)), optional conditions (path prefix, methods, host) and
-//! the buckets themselves. For one request the engine asks every limit whether it
-//! [`applies`](Limit::applies) and, if so, [`take`](Limit::take)s one token at the
-//! request's `now`:
+//! the buckets themselves. For one request the engine asks the limits that may apply
+//! ([`Limits::candidates`], an index by path prefix and host, see the `index` module)
+//! whether each [`applies`](Limit::applies) and, if so, [`take`](Limit::take)s one
+//! token at the request's `now`:
 //!
 //! ```text
 //!  Request ──► applies? ──► key hash (SipHash of src/64, path, …) ──► shard ──► GCRA
@@ -75,6 +76,7 @@
 //! run to enforcing wants). Any other change starts with fresh (full) buckets.
 
 mod buckets;
+mod index;
 mod key;
 mod spec;
 
@@ -86,6 +88,8 @@ use bytes::Bytes;
 use crate::decision::Request;
 
 use buckets::Buckets;
+pub use index::Candidates;
+use index::LimitIndex;
 use key::host_without_port;
 pub use key::{KeyError, KeySpec};
 pub use spec::{LimitSpec, SpecError, DEFAULT_MAX_KEYS};
@@ -95,6 +99,8 @@ pub use spec::{LimitSpec, SpecError, DEFAULT_MAX_KEYS};
 pub struct Limits {
     /// In configuration order (the engine evaluates them in this order).
     limits: Vec<Limit>,
+    /// Finds the limits that may apply to a request without asking each.
+    index: LimitIndex,
 }
 
 /// One `[[limit]]`: conditions, key and buckets.
@@ -163,12 +169,28 @@ impl Limits {
                 buckets,
             });
         }
-        Ok(Limits { limits })
+        let index = LimitIndex::build(specs);
+        Ok(Limits { limits, index })
     }
 
     /// The limits in configuration order.
     pub fn iter(&self) -> impl Iterator<Item = &Limit> {
         self.limits.iter()
+    }
+
+    /// The positions (in configuration order, as [`iter`](Self::iter) counts them) of
+    /// the limits that may apply to `request`: every limit that
+    /// [`applies`](Limit::applies) is among them, and most that do not are left out
+    /// without being asked. Cost: the path up to the longest `path_prefix`, a binary
+    /// search of the hosts, the limits without either condition; not the number of
+    /// limits.
+    pub fn candidates(&self, request: &Request<'_>) -> Candidates {
+        self.index.candidates(request)
+    }
+
+    /// The limit at `position` (as [`candidates`](Self::candidates) gives them).
+    pub fn get(&self, position: u32) -> Option<&Limit> {
+        self.limits.get(position as usize)
     }
 
     /// Number of limits.
