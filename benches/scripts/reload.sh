@@ -29,9 +29,9 @@ rate=${RATE:-4000}
 connections=${CONNECTIONS:-2}
 export BLOCK_ENTRIES=${BLOCK_ENTRIES:-1000000}
 
-cargo build --release --quiet --bin spoa-guard --example loadgen
+cargo build --release --quiet --bin spoa-guard -p spoa-guard-loadgen
 bin=$root/target/release/spoa-guard
-loadgen=$root/target/release/examples/loadgen
+loadgen=$root/target/release/spoa-guard-loadgen
 
 . benches/scripts/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
 . benches/scripts/rules.sh

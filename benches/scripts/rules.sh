@@ -15,6 +15,17 @@
 #   - the bad-bot user-agent list (examples/lists/bad-user-agents.list, case-insensitive, deny)
 #   - three limits that never deny: per client, per client and /login path, per /24 or /48
 # The agent's [server] threads is AGENT_THREADS (default 1).
+# Knobs for rule-count benchmarks (benches/scripts/scaling.sh), each replacing one part:
+#   UA_RULES=N     N separate [[user_agent]] rules instead of the bad-bot list, one scanner
+#                  word each, written as users write them: pattern "(?i)(^|[^a-z])WORD",
+#                  deny (words from benches/data/scanner-words.txt; past its 50, the words
+#                  again with a number: sqlmap2, …). UA_RULES=0: no user-agent rule.
+#   UA_COMBINED=1  the same words (UA_RULES, default 50) as ONE rule: (?i)(^|[^a-z])(w1|w2|…)
+#   LIMITS=N       instead of the three limits: the per-client limit and N-1 limits on
+#                  distinct path prefixes (/api/v1/endpoint-K, key src+path) that the load
+#                  generator's paths never hit; all never deny
+#   LIST_FILES=N   the generated block list split over N files (without SPOA_GUARD_DATA,
+#                  or with BLOCK_ENTRIES)
 # and sets, for the caller:
 #   block_desc     what the block list is, in words
 #   block_entries  its number of entries
@@ -47,7 +58,13 @@ with open(sys.argv[1], "w") as f:
         n += 1
 PY
         block_files=("$dir/generated.txt")
-        block_desc="$entries generated IPv4 CIDRs (/24-/32)"
+        local files=${LIST_FILES:-1}
+        if [ "$files" -gt 1 ]; then
+            split -n "l/$files" -d -a 3 --additional-suffix=.txt "$dir/generated.txt" "$dir/generated-"
+            rm "$dir/generated.txt"
+            block_files=("$dir"/generated-*.txt)
+        fi
+        block_desc="$entries generated IPv4 CIDRs (/24-/32) in ${#block_files[@]} file(s)"
     fi
     # HAProxy pattern files take '#' comments only, not Spamhaus's '; SBL...'.
     block_haproxy=$dir/block-haproxy.txt
@@ -67,11 +84,42 @@ block = [${toml_block%, }]
 databases = ["$root/benches/data/ip-location-db-asn-ipv4.csv.gz", "$root/benches/data/ip-location-db-asn-ipv6.csv.gz"]
 block = [64496]
 block_file = "$root/examples/lists/asn-block.txt"
+$(user_agent_rules "$root")
+$(limit_rules)
+TOML
+}
+
+# The [[user_agent]] blocks of write_rules (see UA_RULES, UA_COMBINED); $1 = repository root.
+user_agent_rules() {
+    local root=$1
+    if [ -z "${UA_RULES:-}" ] && [ -z "${UA_COMBINED:-}" ]; then
+        cat <<TOML
 [[user_agent]]
 name = "bad-bots"
-file = "$ua_list"
+file = "$root/examples/lists/bad-user-agents.list"
 ignore_case = true
 action = "deny"
+TOML
+        return
+    fi
+    python3 - "$root/benches/data/scanner-words.txt" "${UA_RULES:-50}" "${UA_COMBINED:-0}" <<'PY'
+import sys
+base = [w.strip() for w in open(sys.argv[1]) if w.strip() and not w.startswith("#")]
+n, combined = int(sys.argv[2]), sys.argv[3] == "1"
+words = [base[i % len(base)] + (str(i // len(base) + 1) if i >= len(base) else "") for i in range(n)]
+rule = lambda name, pattern: f'[[user_agent]]\nname = "{name}"\npattern = \'{pattern}\'\naction = "deny"\n'
+if combined and words:
+    print(rule("scanners", "(?i)(^|[^a-z])(" + "|".join(words) + ")"))
+elif not combined:
+    print("\n".join(rule(f"scanner-{w}", f"(?i)(^|[^a-z]){w}") for w in words))
+PY
+}
+
+# The [[limit]] blocks of write_rules (see LIMITS). All set high enough never to deny.
+limit_rules() {
+    local n=${LIMITS:-} k
+    if [ -z "$n" ]; then
+        cat <<TOML
 [[limit]]
 name = "per-client"
 rate = 10000000
@@ -88,4 +136,10 @@ key = "src/24/48"
 rate = 10000000
 burst = 10000000
 TOML
+        return
+    fi
+    [ "$n" -ge 1 ] && printf '[[limit]]\nname = "per-client"\nrate = 10000000\nburst = 10000000\n'
+    for ((k = 1; k < n; k++)); do
+        printf '[[limit]]\nname = "endpoint-%d"\nkey = "src+path"\npath_prefix = "/api/v1/endpoint-%d"\nrate = 10000000\nburst = 10000000\n' "$k" "$k"
+    done
 }

@@ -2,9 +2,9 @@
 //! latency percentiles, errors and the mix of decisions seen in the ACKs.
 //!
 //! ```text
-//! cargo run --release --example loadgen -- --agent 127.0.0.1:12345 \
+//! cargo run --release -p spoa-guard-loadgen -- --agent 127.0.0.1:12345 \
 //!     --connections 4 --pipeline 16 --duration 10s            # closed loop, max speed
-//! cargo run --release --example loadgen -- --rate 20000 --pipeline 64   # open loop
+//! cargo run --release -p spoa-guard-loadgen -- --rate 20000 --pipeline 64   # open loop
 //! ```
 //!
 //! Each connection does the HELLO exchange of [`Client::handshake`], then sends NOTIFY
