@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spoa_guard::spop::client::Client;
+use spoa_guard::spop::hello::DEFAULT_FRAME_SIZE;
 use spoa_guard::spop::{Action, Error, Frame, Payload};
 use tokio::net::TcpStream;
 use tokio::time::{sleep, sleep_until, Instant};
 
 use crate::mix::{Mix, Rng};
-use crate::report::{Decision, Stats};
+use crate::report::{Stats, Verdict};
 use crate::Opts;
 
 /// What every connection task needs to know.
@@ -82,23 +83,20 @@ pub(crate) async fn connection(id: usize, plan: Arc<Plan>, mix: Arc<Mix>, rng: R
         stream_id: 0,
     };
     while Instant::now() < task.plan.end {
-        let mut client = match tokio::time::timeout(
-            task.plan.timeout,
-            Client::connect(&task.plan.agent),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => {
-                task.stats.error(format!("connect: {err}"));
-                sleep(RECONNECT_DELAY).await;
-                continue;
-            }
-            Err(_) => {
-                task.stats.error("connect: timed out".to_owned());
-                continue;
-            }
-        };
+        let mut client =
+            match tokio::time::timeout(task.plan.timeout, connect(&task.plan.agent)).await {
+                Ok(Ok(client)) => client,
+                Ok(Err(why)) => {
+                    task.stats.error(format!("connect: {why}"));
+                    sleep(RECONNECT_DELAY).await;
+                    continue;
+                }
+                Err(_) => {
+                    task.stats.error("connect: timed out".to_owned());
+                    continue;
+                }
+            };
+        task.stats.connects += 1;
         match task.session(&mut client).await {
             Ended::Done => break,
             Ended::Failed { lost, why } => {
@@ -109,6 +107,36 @@ pub(crate) async fn connection(id: usize, plan: Arc<Plan>, mix: Arc<Mix>, rng: R
     }
     task.count_unsent();
     task.stats
+}
+
+/// Connects to `agent` over TCP and does the HELLO exchange; the error says briefly
+/// which step failed and why (`connection refused`, `HELLO failed: …`).
+async fn connect(agent: &str) -> Result<Client<TcpStream>, String> {
+    let stream = TcpStream::connect(agent).await.map_err(|e| io_error(&e))?;
+    stream.set_nodelay(true).map_err(|e| io_error(&e))?;
+    Client::handshake(stream, DEFAULT_FRAME_SIZE)
+        .await
+        .map_err(|err| match err {
+            Error::Io(e) => format!("HELLO failed: {}", io_error(&e)),
+            other => format!("HELLO failed: {other}"),
+        })
+}
+
+/// An I/O error as a short phrase: `connection refused` rather than
+/// `Connection refused (os error 111)`.
+fn io_error(err: &std::io::Error) -> String {
+    let text = err.to_string();
+    let text = match err.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .unwrap_or(&text),
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => format!("{:?}", err.kind()),
+    }
 }
 
 /// What one connection task carries from one connection to the next.
@@ -269,14 +297,17 @@ impl Task {
 fn answer(frame: Frame, inflight: &mut Pipeline, stats: &mut Stats, plan: &Plan) -> Option<String> {
     let now = Instant::now();
     match frame.payload {
-        Payload::Ack(actions) => match (frame.frame_id, inflight.remove(&frame.stream_id)) {
-            (1, Some(f)) => {
-                if f.intended >= plan.measure_from {
-                    stats.ack(now - f.intended, now - f.sent, decision(&actions));
+        Payload::Ack(actions) => {
+            stats.replies += 1;
+            match (frame.frame_id, inflight.remove(&frame.stream_id)) {
+                (1, Some(f)) => {
+                    if f.intended >= plan.measure_from {
+                        stats.ack(now - f.intended, now - f.sent, verdict(&actions));
+                    }
                 }
+                _ => stats.late_acks += 1,
             }
-            _ => stats.late_acks += 1,
-        },
+        }
         Payload::AgentDisconnect(d) => {
             let message = String::from_utf8_lossy(&d.message).into_owned();
             return Some(format!("disconnect: status {} ({message})", d.status.0));
@@ -286,15 +317,16 @@ fn answer(frame: Frame, inflight: &mut Pipeline, stats: &mut Stats, plan: &Plan)
     None
 }
 
-/// The values of the `action` and `reason` variables an ACK sets (any scope, as the
-/// prefix is not on the wire).
-fn decision(actions: &[Action]) -> Decision {
-    let mut out = (None, None);
+/// The values of the `action`, `reason` and `dry_run` variables an ACK sets (any scope,
+/// as the prefix is not on the wire).
+fn verdict(actions: &[Action]) -> Verdict {
+    let mut out = Verdict::default();
     for action in actions {
         if let Action::SetVar { name, value, .. } = action {
             let slot = match name.as_ref() {
-                b"action" => &mut out.0,
-                b"reason" => &mut out.1,
+                b"action" => &mut out.decision.0,
+                b"reason" => &mut out.decision.1,
+                b"dry_run" => &mut out.dry_run,
                 _ => continue,
             };
             *slot = Some(match value.as_bytes() {
@@ -309,13 +341,15 @@ fn decision(actions: &[Action]) -> Decision {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use spoa_guard::spop::{Frame, Payload, TypedData};
+    use spoa_guard::spop::{Action, Frame, Payload, TypedData};
 
-    use crate::report::Report;
+    use super::{io_error, verdict};
+    use crate::report::{Report, Verdict};
     use crate::tests::run_with;
+    use crate::Opts;
 
     /// One connection to `addr` for 300 ms, no warm-up: enough to see how it ends.
-    async fn one_connection_briefly(addr: &str) -> Report {
+    async fn one_connection_briefly(addr: &str) -> (Opts, Report) {
         let args = [
             "--agent",
             addr,
@@ -326,7 +360,7 @@ mod tests {
             "--warmup",
             "0s",
         ];
-        run_with(&args).await.1
+        run_with(&args).await
     }
 
     /// An "agent" that answers the HELLO, then disconnects at the first NOTIFY.
@@ -358,7 +392,7 @@ mod tests {
                 });
             }
         });
-        let report = one_connection_briefly(&addr).await;
+        let (_, report) = one_connection_briefly(&addr).await;
         let s = &report.stats;
         assert_eq!(s.acks, 0);
         assert!(s.lost > 0);
@@ -377,12 +411,66 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
-        let report = one_connection_briefly(&addr).await;
-        assert!(report
-            .stats
-            .errors
-            .keys()
-            .any(|k| k.starts_with("connect:")));
-        assert_eq!(report.stats.acks, 0);
+        let (opts, report) = one_connection_briefly(&addr).await;
+        let s = &report.stats;
+        assert_eq!(
+            s.errors.keys().collect::<Vec<_>>(),
+            vec!["connect: connection refused"]
+        );
+        assert_eq!((s.acks, s.connects, s.replies), (0, 0, 0));
+        assert_eq!(
+            report.failure(&opts),
+            Some(format!(
+                "no connection to {addr} could be made (connection refused)"
+            ))
+        );
+    }
+
+    /// Something that is not an SPOE agent: the HELLO fails and no connection counts.
+    #[tokio::test]
+    async fn a_failed_hello_is_no_connection() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+            }
+        });
+        let (opts, report) = one_connection_briefly(&addr).await;
+        let failure = report.failure(&opts).unwrap();
+        let prefix = format!("no connection to {addr} could be made (HELLO failed: ");
+        assert!(failure.starts_with(&prefix), "{failure}");
+    }
+
+    #[test]
+    fn verdicts_read_action_reason_and_dry_run() {
+        let actions = vec![
+            Action::set_txn("action", TypedData::str("allow")),
+            Action::set_txn("reason", TypedData::str("none")),
+            Action::set_txn("rule", TypedData::str("")),
+            Action::set_txn("dry_run", TypedData::str("new-bots")),
+        ];
+        assert_eq!(
+            verdict(&actions),
+            Verdict {
+                decision: (
+                    Some(Bytes::from_static(b"allow")),
+                    Some(Bytes::from_static(b"none"))
+                ),
+                dry_run: Some(Bytes::from_static(b"new-bots")),
+            }
+        );
+        assert_eq!(verdict(&actions[..2]).dry_run, None);
+        assert_eq!(verdict(&[]), Verdict::default());
+    }
+
+    #[test]
+    fn io_errors_are_short() {
+        use std::io;
+        let refused = io::Error::from_raw_os_error(111);
+        assert_eq!(io_error(&refused), "connection refused");
+        let custom = io::Error::other("Failed to lookup address");
+        assert_eq!(io_error(&custom), "failed to lookup address");
     }
 }

@@ -19,12 +19,36 @@
 //! (or a full pipeline) shows up in the percentiles instead of silently slowing the
 //! generator down (coordinated omission).
 //!
+//! Inputs:
+//! - `--user-agents FILE`, told apart by the first character of its first line that is
+//!   neither blank nor a `#` comment: `[` a JSON array of strings or of objects, `{` JSON
+//!   lines (one object per line), anything else plain text (one user agent per line).
+//!   Objects carry the user agent in a string field `useragent`, `ua` or `user_agent`
+//!   (the first present wins; other fields are ignored). Any bad line or element is an
+//!   error naming file and line (`ua.jsonl:3: no user-agent field: …`), and so is an
+//!   empty file.
+//! - Durations (`--duration`, `--warmup`, `--timeout`) need a unit: `us`, `ms`, `s`, `m`
+//!   or `h`, fractions allowed (`1.5s`); a bare number such as `3` is an error.
+//!
+//! Output: the report on stdout (text, or one JSON object with `--json`): throughput,
+//! latency percentiles, errors, the `action/reason` pairs of the measured ACKs, and the
+//! dry-run hits: ACKs that set `dry_run` (spoa-guard's `txn.guard.dry_run`, the name of
+//! the first dry-run rule that would have denied), counted in all (`dry_run_hits`) and
+//! by that rule (`dry_run_rules`).
+//!
+//! Exit status: 0 when ACKs came back; 1 with one line `error: …` on stderr for a bad
+//! input file or value, or when the run failed as a whole (no connection got through
+//! the HELLO, or not one ACK came back; the report is printed first); 2 for command-line
+//! usage errors (clap's). Never a backtrace, whatever `RUST_BACKTRACE` says.
+//!
 //! The code: this file holds the command line and `run`, which starts one task per
 //! connection and merges their statistics. The modules:
 //! - `connection.rs`: one pipelined SPOP connection (sending on schedule, matching ACKs,
 //!   timeouts, reconnecting);
-//! - `report.rs`: what came back, counted and printed as text or JSON;
-//! - `mix.rs`: the requests drawn (sources, user agents, paths, access-log lines).
+//! - `report.rs`: what came back, counted and printed as text or JSON, and whether the
+//!   run failed as a whole;
+//! - `mix.rs`: the requests drawn (sources, user agents, paths, access-log lines);
+//! - `user_agents.rs`: reading the `--user-agents` file.
 //!
 //! [`Client::handshake`]: spoa_guard::spop::client::Client::handshake
 
@@ -33,12 +57,16 @@
 mod connection;
 mod mix;
 mod report;
+mod user_agents;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use rand::SeedableRng;
 use tokio::time::Instant;
@@ -49,7 +77,12 @@ use crate::report::{Report, Stats};
 
 /// Command-line options.
 #[derive(Debug, Clone, Parser)]
-#[command(about = "SPOP load generator: NOTIFY frames to an SPOE agent")]
+#[command(
+    about = "SPOP load generator: NOTIFY frames to an SPOE agent",
+    after_help = "Exit status: 0 when ACKs came back; 1 on a bad input or when no connection \
+                  could be made or no ACK came back at all (after the report); 2 on \
+                  command-line usage errors."
+)]
 struct Opts {
     /// Agent address.
     #[arg(long, default_value = "127.0.0.1:12345")]
@@ -60,16 +93,16 @@ struct Opts {
     /// NOTIFYs in flight per connection.
     #[arg(long, default_value_t = 1)]
     pipeline: usize,
-    /// Measured time, after the warm-up (e.g. 10s, 500ms, 1m).
+    /// Measured time, after the warm-up (with a unit: 10s, 500ms, 1m).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     duration: Duration,
     /// Total NOTIFY/s on a fixed schedule (open loop); 0 = closed loop, max speed.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Time run before measuring (not counted).
+    /// Time run before measuring (not counted; with a unit: 1s, 0s).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     warmup: Duration,
-    /// A NOTIFY without ACK after this long counts as a timeout.
+    /// A NOTIFY without ACK after this long counts as a timeout (with a unit: 1s, 200ms).
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     timeout: Duration,
     /// The message name.
@@ -89,7 +122,8 @@ struct Opts {
     /// with --sources.
     #[arg(long, default_value_t = 100_000)]
     source_pool: usize,
-    /// User agents, one per line, or JSONL with a "ua" or "user_agent" field.
+    /// User agents: one per line, JSON lines, or a JSON array (of strings, or of objects);
+    /// objects carry it in a "useragent", "ua" or "user_agent" field.
     #[arg(long)]
     user_agents: Option<PathBuf>,
     /// Paths, one per line ("/p" or "POST /p"), or a combined access log (method, path, UA).
@@ -115,20 +149,45 @@ struct Opts {
     json: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exit status 0 after a run that got ACKs, 1 on any error (one line on stderr, never a
+/// backtrace), 2 for command-line usage errors (clap's own).
+fn main() -> ExitCode {
     let opts = Opts::parse();
-    let mix = Arc::new(Mix::load(&opts)?);
+    match generate(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}`: the whole chain of causes on one line, and no backtrace, whatever
+            // RUST_BACKTRACE says (anyhow prints one only with `{:?}`).
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the inputs, runs the load and prints the report; an error when the run could
+/// not start, or when it failed as a whole ([`Report::failure`], after the report).
+fn generate(opts: &Opts) -> anyhow::Result<()> {
+    let mix = Arc::new(Mix::load(opts)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads.max(1))
         .enable_all()
-        .build()?;
-    let report = runtime.block_on(run(&opts, mix))?;
-    if opts.json {
-        println!("{}", report.json(&opts));
+        .build()
+        .context("starting the runtime")?;
+    let report = runtime.block_on(run(opts, mix))?;
+    let text = if opts.json {
+        format!("{}\n", report.json(opts))
     } else {
-        print!("{}", report.text(&opts));
+        report.text(opts)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("writing the report")?;
+    match report.failure(opts) {
+        Some(why) => Err(anyhow!(why)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Runs the load (one task per connection, each with its own statistics) and returns the
@@ -139,6 +198,9 @@ async fn run(opts: &Opts, mix: Arc<Mix>) -> anyhow::Result<Report> {
     }
     if !(opts.rate >= 0.0 && opts.rate.is_finite()) {
         bail!("--rate must be a number >= 0");
+    }
+    if opts.duration.is_zero() || opts.timeout.is_zero() {
+        bail!("--duration and --timeout must be more than 0s");
     }
     let plan = Arc::new(Plan::new(opts, Instant::now()));
     let mut tasks = Vec::with_capacity(opts.connections);
@@ -162,7 +224,8 @@ async fn run(opts: &Opts, mix: Arc<Mix>) -> anyhow::Result<Report> {
     })
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, `250us`; a bare number is seconds.
+/// `10s`, `500ms`, `2m`, `1h`, `250us`, `1.5s`; a number without a unit is an error, as
+/// `--timeout 5` could mean seconds or milliseconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -171,9 +234,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("bad duration {text:?}"))?;
+        .map_err(|_| format!("bad duration {text:?} (e.g. 10s, 500ms, 1m)"))?;
     let seconds = match unit {
-        "" | "s" => value,
+        "" => {
+            return Err(format!(
+                "{text:?}: a duration needs a unit, e.g. {number}s or 500ms"
+            ))
+        }
+        "s" => value,
         "ms" => value / 1e3,
         "us" | "µs" => value / 1e6,
         "m" => value * 60.0,
@@ -205,9 +273,21 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration("3"),
+            Err("\"3\": a duration needs a unit, e.g. 3s or 500ms".to_owned())
+        );
+        assert_eq!(
+            parse_duration("0.5"),
+            Err("\"0.5\": a duration needs a unit, e.g. 0.5s or 500ms".to_owned())
+        );
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("").is_err());
     }
 
     /// The options of the command line `loadgen` followed by `extra`.
@@ -228,11 +308,19 @@ mod tests {
 
     /// A real spoa-guard agent in this process, with a block list.
     async fn agent(dir: &Path) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
+        agent_with(dir, "").await
+    }
+
+    /// A real spoa-guard agent in this process, with a block list and `more` config.
+    async fn agent_with(
+        dir: &Path,
+        more: &str,
+    ) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
         std::fs::write(dir.join("block.txt"), "203.0.113.0/24\n").unwrap();
         let config_path = dir.join("spoa-guard.toml");
         std::fs::write(
             &config_path,
-            "[server]\nlisten = \"127.0.0.1:0\"\n[lists]\nblock = [\"block.txt\"]\n",
+            format!("[server]\nlisten = \"127.0.0.1:0\"\n[lists]\nblock = [\"block.txt\"]\n{more}"),
         )
         .unwrap();
         let running = spoa_guard::serve::start_file(&config_path).await.unwrap();
@@ -305,5 +393,127 @@ mod tests {
         assert!((1800..=2200).contains(&s.acks), "{}", report.text(&opts));
         assert_eq!(s.unsent + s.timeouts + s.lost, 0, "{}", report.text(&opts));
         shutdown.cancel();
+    }
+
+    /// User agents from a JSON array, an agent with a dry-run rule matching half of them:
+    /// the report counts the hits and names the rule, and the run is no failure.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dry_run_hits_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let rule = "[[user_agent]]\nname = \"shadow-curl\"\npattern = \"^curl/\"\n\
+                    action = \"deny\"\ndry_run = true\n";
+        let (addr, shutdown) = agent_with(dir.path(), rule).await;
+        let uas = dir.path().join("ua.json");
+        std::fs::write(
+            &uas,
+            "[\"curl/8.5.0\", {\"useragent\": \"Mozilla/5.0 x\"}]\n",
+        )
+        .unwrap();
+        let addr = addr.to_string();
+        let (opts, report) = run_with(&[
+            "--agent",
+            &addr,
+            "--connections",
+            "1",
+            "--pipeline",
+            "4",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+            "--user-agents",
+            uas.to_str().unwrap(),
+        ])
+        .await;
+        let s = &report.stats;
+        let text = report.text(&opts);
+        assert!(s.acks > 50, "{text}");
+        let share = s.dry_run_hits as f64 / s.acks as f64;
+        assert!((0.3..0.7).contains(&share), "{text}");
+        assert_eq!(
+            report.dry_run_rules(),
+            vec![("shadow-curl".to_owned(), s.dry_run_hits)]
+        );
+        // A dry-run rule never denies.
+        let decisions: HashMap<String, u64> = report.decisions().into_iter().collect();
+        assert_eq!(decisions.get("allow/none"), Some(&s.acks), "{decisions:?}");
+        let json = report.json(&opts);
+        assert_eq!(json["dry_run_hits"].as_u64(), Some(s.dry_run_hits));
+        assert_eq!(
+            json["dry_run_rules"]["shadow-curl"].as_u64(),
+            Some(s.dry_run_hits)
+        );
+        let line = format!("dry run     {} hits (", s.dry_run_hits);
+        assert!(text.contains(&line), "{text}");
+        assert!(text.contains("%  shadow-curl\n"), "{text}");
+        assert_eq!(report.failure(&opts), None);
+        shutdown.cancel();
+    }
+
+    /// An "agent" that answers the HELLO and then never ACKs: the run fails as a whole.
+    #[tokio::test]
+    async fn no_ack_at_all_is_a_failure() {
+        use futures_util::{SinkExt, StreamExt};
+        use spoa_guard::spop::{Frame, KvList, Payload, SpopCodec, TypedData};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut framed = tokio_util::codec::Framed::new(stream, SpopCodec::new(16380));
+                    let _hello = framed.next().await;
+                    let mut kv = KvList::default();
+                    kv.push("version", TypedData::str("2.0"));
+                    kv.push("max-frame-size", TypedData::Uint32(16380));
+                    kv.push("capabilities", TypedData::str("pipelining"));
+                    framed
+                        .send(Frame::new(0, 0, Payload::AgentHello(kv)))
+                        .await
+                        .unwrap();
+                    while let Some(Ok(_)) = framed.next().await {}
+                });
+            }
+        });
+        let (opts, report) = run_with(&[
+            "--agent",
+            &addr,
+            "--connections",
+            "2",
+            "--pipeline",
+            "2",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+            "--timeout",
+            "50ms",
+        ])
+        .await;
+        let s = &report.stats;
+        assert_eq!((s.connects, s.replies), (2, 0));
+        assert!(s.timeouts > 0);
+        let failure = report.failure(&opts).unwrap();
+        let expected = format!(
+            "no ACK came back in 400ms (sent {} NOTIFYs, {} timed out)",
+            s.sent, s.timeouts
+        );
+        assert_eq!(failure, expected);
+    }
+
+    #[test]
+    fn zero_duration_or_timeout_is_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for args in [["--duration", "0s"], ["--timeout", "0ms"]] {
+            let opts = opts(&args);
+            let mix = Arc::new(Mix::load(&opts).unwrap());
+            let err = runtime.block_on(run(&opts, mix)).err().unwrap();
+            assert_eq!(
+                err.to_string(),
+                "--duration and --timeout must be more than 0s"
+            );
+        }
     }
 }

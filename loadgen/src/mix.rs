@@ -1,8 +1,9 @@
 //! The request mix: what each NOTIFY carries. Sources come from a `--sources` file, a
 //! `--source-pool` of random addresses made once from the seed, or a fresh random
-//! address each time, with `--deny-share` of them from `--deny-sources`; user agents and
-//! methods and paths come from files (plain lists, JSONL, or a combined access log) or
-//! from built-in browser-like defaults. Every draw uses one seeded [`Rng`], so a seed
+//! address each time, with `--deny-share` of them from `--deny-sources`; user agents
+//! (read by [`user_agents`]: plain lines, JSON lines or a JSON array) and methods and
+//! paths (plain lists or a combined access log) come from files or from built-in
+//! browser-like defaults. Every draw uses one seeded [`Rng`], so a seed
 //! gives the same requests on every machine and every run.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -15,7 +16,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use spoa_guard::spop::{Arg, Message, TypedData};
 
-use crate::Opts;
+use crate::{user_agents, Opts};
 
 /// The generator of every draw: a fixed, portable algorithm, so a seed gives the same
 /// requests on every machine and every run.
@@ -75,7 +76,7 @@ impl Mix {
             None => Vec::new(),
         };
         let uas = match &opts.user_agents {
-            Some(path) => nonempty(parse_user_agents(&read(path)?), path)?,
+            Some(path) => user_agents::parse(&read(path)?, &path.display().to_string())?,
             None => DEFAULT_UAS
                 .iter()
                 .map(|s| Bytes::from_static(s.as_bytes()))
@@ -242,23 +243,6 @@ fn parse_sources(text: &str) -> Vec<IpNet> {
         .collect()
 }
 
-/// User agents, one per line, or JSON lines with a `ua` or `user_agent` string field.
-fn parse_user_agents(text: &str) -> Vec<Bytes> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|line| {
-            if line.starts_with('{') {
-                let value: serde_json::Value = serde_json::from_str(line).ok()?;
-                let ua = value.get("ua").or_else(|| value.get("user_agent"))?;
-                Some(Bytes::from(ua.as_str()?.to_owned()))
-            } else {
-                Some(Bytes::from(line.to_owned()))
-            }
-        })
-        .collect()
-}
-
 /// Paths (`/p` or `METHOD /p`), or Apache/nginx combined log lines.
 fn parse_paths(text: &str) -> Vec<RequestLine> {
     text.lines()
@@ -378,14 +362,6 @@ mod tests {
         addr_in(&all, &mut rng);
         let all6: IpNet = "::/0".parse().unwrap();
         addr_in(&all6, &mut rng);
-    }
-
-    #[test]
-    fn user_agents_plain_and_jsonl() {
-        let uas = parse_user_agents(
-            "curl/8\n{\"ua\": \"Mozilla/5.0 x\"}\n{\"user_agent\": \"bot/1\"}\n{\"other\": 1}\n",
-        );
-        assert_eq!(uas, vec!["curl/8", "Mozilla/5.0 x", "bot/1"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What came back: the counters and latency histograms of each connection ([`Stats`]),
 //! merged into a [`Report`] printed as text or as one JSON object (whose field names
-//! `benches/scripts/agent.sh` reads).
+//! `benches/scripts/agent.sh` reads), and whether the run failed as a whole
+//! ([`Report::failure`]: no connection, or no ACK at all).
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -13,6 +14,16 @@ use crate::Opts;
 /// The values of the `action` and `reason` variables set by one ACK, when set.
 pub(crate) type Decision = (Option<Bytes>, Option<Bytes>);
 
+/// What one ACK said.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Verdict {
+    /// Its `action` and `reason`.
+    pub(crate) decision: Decision,
+    /// Its `dry_run` variable: the name of the first dry-run rule that would have denied
+    /// (spoa-guard's `txn.guard.dry_run`), when one would have.
+    pub(crate) dry_run: Option<Bytes>,
+}
+
 /// Counters of one connection, or of all after merging.
 pub(crate) struct Stats {
     /// Latency of measured ACKs from their intended send time, in microseconds.
@@ -22,6 +33,10 @@ pub(crate) struct Stats {
     pub(crate) sent: u64,
     /// ACKs of requests intended in the measured window.
     pub(crate) acks: u64,
+    /// Connections that got through the HELLO exchange.
+    pub(crate) connects: u64,
+    /// ACKs received in all: measured, warm-up and late ones.
+    pub(crate) replies: u64,
     pub(crate) timeouts: u64,
     /// NOTIFYs in flight when their connection died.
     pub(crate) lost: u64,
@@ -33,6 +48,10 @@ pub(crate) struct Stats {
     pub(crate) errors: BTreeMap<String, u64>,
     /// `action/reason` values of measured ACKs.
     pub(crate) decisions: HashMap<Decision, u64>,
+    /// Measured ACKs that reported a dry-run hit.
+    pub(crate) dry_run_hits: u64,
+    /// The same by the rule the ACK named.
+    pub(crate) dry_run_rules: HashMap<Bytes, u64>,
 }
 
 impl Stats {
@@ -46,12 +65,16 @@ impl Stats {
                 .expect("constant, valid histogram bounds"),
             sent: 0,
             acks: 0,
+            connects: 0,
+            replies: 0,
             timeouts: 0,
             lost: 0,
             late_acks: 0,
             unsent: 0,
             errors: BTreeMap::new(),
             decisions: HashMap::new(),
+            dry_run_hits: 0,
+            dry_run_rules: HashMap::new(),
         }
     }
 
@@ -67,12 +90,16 @@ impl Stats {
     }
 
     /// Counts one measured ACK.
-    pub(crate) fn ack(&mut self, latency: Duration, service: Duration, decision: Decision) {
+    pub(crate) fn ack(&mut self, latency: Duration, service: Duration, verdict: Verdict) {
         self.acks += 1;
         let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1);
         self.latency.saturating_record(micros(latency));
         self.service.saturating_record(micros(service));
-        *self.decisions.entry(decision).or_default() += 1;
+        *self.decisions.entry(verdict.decision).or_default() += 1;
+        if let Some(rule) = verdict.dry_run {
+            self.dry_run_hits += 1;
+            *self.dry_run_rules.entry(rule).or_default() += 1;
+        }
     }
 
     /// Adds the counts of `other`.
@@ -82,6 +109,8 @@ impl Stats {
         let _ = self.service.add(&other.service);
         self.sent += other.sent;
         self.acks += other.acks;
+        self.connects += other.connects;
+        self.replies += other.replies;
         self.timeouts += other.timeouts;
         self.lost += other.lost;
         self.late_acks += other.late_acks;
@@ -92,6 +121,23 @@ impl Stats {
         for (k, v) in other.decisions {
             *self.decisions.entry(k).or_default() += v;
         }
+        self.dry_run_hits += other.dry_run_hits;
+        for (k, v) in other.dry_run_rules {
+            *self.dry_run_rules.entry(k).or_default() += v;
+        }
+    }
+
+    /// The most frequent error whose description starts with `prefix`, without it.
+    fn most_frequent_error(&self, prefix: &str) -> Option<&str> {
+        self.errors
+            .iter()
+            .filter_map(|(what, n)| Some((what.strip_prefix(prefix)?, *n)))
+            // On a tie, the first in order.
+            .fold(None, |best: Option<(&str, u64)>, (what, n)| match best {
+                Some((_, m)) if m >= n => best,
+                _ => Some((what, n)),
+            })
+            .map(|(what, _)| what)
     }
 }
 
@@ -133,6 +179,48 @@ impl Report {
             .collect();
         out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         out
+    }
+
+    /// Dry-run hits by the rule the ACKs named, most frequent first.
+    pub(crate) fn dry_run_rules(&self) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = self
+            .stats
+            .dry_run_rules
+            .iter()
+            .map(|(rule, n)| (String::from_utf8_lossy(rule).into_owned(), *n))
+            .collect();
+        out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
+    }
+
+    /// Why the run failed as a whole, if it did: no connection got through the HELLO
+    /// exchange, or not one ACK came back (warm-up and late ACKs included).
+    pub(crate) fn failure(&self, opts: &Opts) -> Option<String> {
+        let s = &self.stats;
+        if s.connects == 0 {
+            let why = s
+                .most_frequent_error("connect: ")
+                .map(|why| format!(" ({why})"))
+                .unwrap_or_default();
+            return Some(format!(
+                "no connection to {} could be made{why}",
+                opts.agent
+            ));
+        }
+        if s.replies == 0 {
+            let notifys = if s.sent == 1 { "NOTIFY" } else { "NOTIFYs" };
+            let why = s
+                .most_frequent_error("")
+                .map(|why| format!("; most frequent error: {why}"))
+                .unwrap_or_default();
+            return Some(format!(
+                "no ACK came back in {:?} (sent {} {notifys}, {} timed out{why})",
+                opts.warmup + opts.duration,
+                s.sent,
+                s.timeouts
+            ));
+        }
+        None
     }
 
     /// The human-readable report.
@@ -181,9 +269,18 @@ impl Report {
             let _ = writeln!(out, "            {n:>8}  {what}");
         }
         let _ = writeln!(out, "decisions");
+        let share = |n: u64| 100.0 * n as f64 / s.acks.max(1) as f64;
         for (label, n) in self.decisions() {
-            let share = 100.0 * n as f64 / s.acks.max(1) as f64;
-            let _ = writeln!(out, "            {n:>8}  {share:5.1} %  {label}");
+            let _ = writeln!(out, "            {n:>8}  {:5.1} %  {label}", share(n));
+        }
+        let _ = writeln!(
+            out,
+            "dry run     {} hits ({:.1} % of the measured ACKs)",
+            s.dry_run_hits,
+            share(s.dry_run_hits)
+        );
+        for (rule, n) in self.dry_run_rules() {
+            let _ = writeln!(out, "            {n:>8}  {:5.1} %  {rule}", share(n));
         }
         out
     }
@@ -199,6 +296,11 @@ impl Report {
         };
         let decisions: serde_json::Map<String, serde_json::Value> = self
             .decisions()
+            .into_iter()
+            .map(|(k, v)| (k, v.into()))
+            .collect();
+        let dry_run_rules: serde_json::Map<String, serde_json::Value> = self
+            .dry_run_rules()
             .into_iter()
             .map(|(k, v)| (k, v.into()))
             .collect();
@@ -221,6 +323,8 @@ impl Report {
             "unsent": s.unsent,
             "errors": s.errors,
             "decisions": decisions,
+            "dry_run_hits": s.dry_run_hits,
+            "dry_run_rules": dry_run_rules,
         })
     }
 }
