@@ -48,7 +48,7 @@ threads=${THREADS:-1}
 pin=${PIN:-0}
 read -r -a extra_args <<< "${LOADGEN_ARGS:-}"
 
-cargo build --release --quiet --bin spoa-guard -p spoa-guard-loadgen
+cargo build --release --quiet --bins   # spoa-guard and spoa-guard-loadgen
 bin=${BIN:-$root/target/release/spoa-guard}
 loadgen=$root/target/release/spoa-guard-loadgen
 

@@ -9,13 +9,20 @@
 #   idle       no reload
 #   reloading  SIGHUP, wait until spoa_guard_reloads_total moves, SIGHUP again: reloads
 #              back to back for the whole phase (the worst case)
+# Before each SIGHUP the reload loop changes files, as an operator would (CHANGE):
+#   list   (default) touches the block list: it is parsed and built again, the unchanged
+#          ASN tables are kept
+#   all    touches the block list and the ASN tables (copied into the work directory):
+#          everything is built again
+#   none   changes nothing: every structure is kept
 # Reports per phase kind: median over rounds of the NOTIFY->ACK p50, p99, p99.9 and max
 # (µs, from the intended send time), the ratio reloading / idle, the median reload time
-# (from the agent's "rules reloaded" log lines) and the reloads done, and the start-up
-# time (process start to listening, rules loaded).
+# (from the agent's "rules reloaded" log lines), the reloads done and the agent CPU per
+# reload (reloading-phase CPU minus idle-phase CPU, per reload); and the start-up time
+# (process start to listening, rules loaded; median of STARTS fresh starts, default 3).
 #
 # Usage: benches/scripts/reload.sh [--json]
-#   ROUNDS=3 PHASE=10 RATE=4000 CONNECTIONS=2 BLOCK_ENTRIES=1000000 benches/scripts/reload.sh
+#   ROUNDS=3 PHASE=10 RATE=4000 CONNECTIONS=2 BLOCK_ENTRIES=1000000 CHANGE=list benches/scripts/reload.sh
 # Needs python3 and curl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,25 +36,48 @@ rate=${RATE:-4000}
 connections=${CONNECTIONS:-2}
 export BLOCK_ENTRIES=${BLOCK_ENTRIES:-1000000}
 
-cargo build --release --quiet --bin spoa-guard -p spoa-guard-loadgen
+cargo build --release --quiet --bins   # spoa-guard and spoa-guard-loadgen
 bin=$root/target/release/spoa-guard
 loadgen=$root/target/release/spoa-guard-loadgen
 
 . benches/scripts/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, $hz
 . benches/scripts/rules.sh
 
+change=${CHANGE:-list}
 port=$(free_port) metrics_port=$(free_port)
 write_rules "$work" "127.0.0.1:$port"
 printf '[metrics]\nlisten = "127.0.0.1:%s"\n[reload]\nwatch = false\npoll_secs = 0\n' \
     "$metrics_port" >> "$work/agent.toml"
+changed=()   # the files the reload loop touches
+case $change in
+none) ;;
+list) changed=("$work"/generated*.txt) ;;
+all)
+    changed=("$work"/generated*.txt)
+    for db in "$root"/benches/data/ip-location-db-asn-ipv*.csv.gz; do
+        cp "$db" "$work/"
+        sed -i "s|$db|$work/${db##*/}|" "$work/agent.toml"
+        changed+=("$work/${db##*/}")
+    done ;;
+*) echo "CHANGE must be list, all or none" >&2; exit 1 ;;
+esac
 
-started=$(date +%s.%N)
-"$bin" serve --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
-agent_pid=$!
-pids+=("$agent_pid")
-wait_port "$port"
-ready=$(date +%s.%N)
-startup_ms=$(python3 -c "print(round(($ready - $started) * 1000))")
+# Start-up: process start to listening, over STARTS fresh starts; the last one stays.
+startups=()
+for s in $(seq "${STARTS:-3}"); do
+    started=$(date +%s.%N)
+    "$bin" serve --config "$work/agent.toml" > "$work/agent.log" 2>&1 &
+    agent_pid=$!
+    pids+=("$agent_pid")
+    wait_port "$port"
+    ready=$(date +%s.%N)
+    startups+=("$(python3 -c "print(round(($ready - $started) * 1000))")")
+    if [ "$s" -lt "${STARTS:-3}" ]; then
+        kill "$agent_pid"; wait "$agent_pid" 2>/dev/null || true
+        while (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do sleep 0.05; done
+    fi
+done
+startup_ms=$(printf '%s\n' "${startups[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
 
 reloads_done() {  # spoa_guard_reloads_total{result="success"}
     curl -fsS "http://127.0.0.1:$metrics_port/metrics" |
@@ -59,13 +89,15 @@ reload_loop() {
     local stop=$1 n
     while [ ! -e "$stop" ]; do
         n=$(reloads_done)
+        [ ${#changed[@]} -gt 0 ] && touch "${changed[@]}"
         kill -HUP "$agent_pid"
         while [ "$(reloads_done)" = "$n" ] && [ ! -e "$stop" ]; do sleep 0.02; done
     done
 }
 
 run_phase() {  # $1 = name (idle|reloading), $2 = round
-    local name=$1 round=$2 loop_pid=
+    local name=$1 round=$2 loop_pid= c0 c1 n0 n1
+    c0=$(cpu_ticks "$agent_pid") n0=$(reloads_done)
     if [ "$name" = reloading ]; then
         rm -f "$work/stop"
         reload_loop "$work/stop" &
@@ -79,6 +111,8 @@ run_phase() {  # $1 = name (idle|reloading), $2 = round
         touch "$work/stop"
         wait "$loop_pid"
     fi
+    c1=$(cpu_ticks "$agent_pid") n1=$(reloads_done)
+    echo "$name $round $((c1 - c0)) $(python3 -c "print(int($n1 - $n0))")" >> "$work/cpu"
     sleep 1   # the last retired engine is freed before the next phase
 }
 
@@ -87,10 +121,16 @@ for round in $(seq "$rounds"); do
     run_phase reloading "$round"
 done
 
-python3 - "$work" "$rounds" "$json" "$startup_ms" "$block_desc" "$rate" "$connections" "$phase" <<'PY'
+python3 - "$work" "$rounds" "$json" "$startup_ms" "$block_desc" "$rate" "$connections" "$phase" "$change" "$hz" <<'PY'
 import json, re, statistics, sys
-work, rounds, as_json, startup_ms, block, rate, conns, phase = sys.argv[1:]
+work, rounds, as_json, startup_ms, block, rate, conns, phase, change, hz = sys.argv[1:]
 rounds = int(rounds)
+cpu = {}
+for line in open(f"{work}/cpu"):
+    name, r, ticks, n = line.split()
+    cpu[(name, r)] = (int(ticks) / int(hz) * 1000, int(n))
+per_reload = [(cpu[("reloading", r)][0] - cpu[("idle", r)][0]) / cpu[("reloading", r)][1]
+              for r in map(str, range(1, rounds + 1)) if cpu[("reloading", r)][1]]
 def load(name):
     return [json.load(open(f"{work}/{name}-{r}.json")) for r in range(1, rounds + 1)]
 result = {"rounds": rounds, "rate": float(rate), "connections": int(conns), "phase_s": float(phase),
@@ -105,6 +145,8 @@ log = open(f"{work}/agent.log").read()
 times = [int(m) for m in re.findall(r"ms=(\d+).*rules reloaded|rules reloaded.*ms=(\d+)", log) for m in m if m]
 result["reloads"] = len(times)
 result["reload_ms_median"] = statistics.median(times) if times else None
+result["change"] = change
+result["reload_cpu_ms_median"] = round(statistics.median(per_reload)) if per_reload else None
 result["ratio"] = {q: round(result["reloading"][q] / max(result["idle"][q], 1), 2)
                    for q in ("p50", "p99", "p99.9")}
 if as_json == "1":
@@ -112,7 +154,8 @@ if as_json == "1":
     sys.exit()
 print(f"block list: {block}; agent started in {result['startup_ms']} ms")
 print(f"open loop {float(rate):,.0f} NOTIFY/s over {conns} connection(s), {rounds} x ({phase} s idle + {phase} s reloading)")
-print(f"reloads: {result['reloads']}, median {result['reload_ms_median']} ms\n")
+print(f"reloads ({change} changed before each): {result['reloads']}, median {result['reload_ms_median']} ms, "
+      f"agent CPU {result['reload_cpu_ms_median']} ms per reload\n")
 print("| phase | p50 µs | p99 µs | p99.9 µs | max µs | timeouts + lost |")
 print("|---|---|---|---|---|---|")
 for name in ("idle", "reloading"):

@@ -26,6 +26,8 @@
 #                  generator's paths never hit; all never deny
 #   LIST_FILES=N   the generated block list split over N files (without SPOA_GUARD_DATA,
 #                  or with BLOCK_ENTRIES)
+#   SCANNER_RULES=N  besides the bad-bot list (without UA_RULES), N separate scanner-word
+#                  rules as UA_RULES writes them (benches/scripts/e2e.sh: 50 by default)
 # and sets, for the caller:
 #   block_desc     what the block list is, in words
 #   block_entries  its number of entries
@@ -89,7 +91,8 @@ $(limit_rules)
 TOML
 }
 
-# The [[user_agent]] blocks of write_rules (see UA_RULES, UA_COMBINED); $1 = repository root.
+# The [[user_agent]] blocks of write_rules (see UA_RULES, UA_COMBINED, SCANNER_RULES);
+# $1 = repository root.
 user_agent_rules() {
     local root=$1
     if [ -z "${UA_RULES:-}" ] && [ -z "${UA_COMBINED:-}" ]; then
@@ -100,9 +103,15 @@ file = "$root/examples/lists/bad-user-agents.list"
 ignore_case = true
 action = "deny"
 TOML
-        return
+        [ "${SCANNER_RULES:-0}" -gt 0 ] && scanner_rules "$root" "$SCANNER_RULES" 0
+        return 0
     fi
-    python3 - "$root/benches/data/scanner-words.txt" "${UA_RULES:-50}" "${UA_COMBINED:-0}" <<'PY'
+    scanner_rules "$root" "${UA_RULES:-50}" "${UA_COMBINED:-0}"
+}
+
+# $2 scanner-word rules, separate or ($3 = 1) as one; $1 = repository root.
+scanner_rules() {
+    python3 - "$1/benches/data/scanner-words.txt" "$2" "$3" <<'PY'
 import sys
 base = [w.strip() for w in open(sys.argv[1]) if w.strip() and not w.startswith("#")]
 n, combined = int(sys.argv[2]), sys.argv[3] == "1"

@@ -43,7 +43,7 @@ read -r -a variants <<< "${VARIANTS:-combined:UA_COMBINED=1 ua50:UA_RULES=50 ua5
 read -r -a ratios <<< "${RATIOS:-ua50/combined ua500/combined noua/combined limits200/limits1 files20/files1}"
 export BLOCK_ENTRIES=${BLOCK_ENTRIES:-100000}
 
-cargo build --release --quiet --bin spoa-guard -p spoa-guard-loadgen
+cargo build --release --quiet --bins   # spoa-guard and spoa-guard-loadgen
 loadgen=$root/target/release/spoa-guard-loadgen
 binaries=("after=$root/target/release/spoa-guard")
 [ -n "${BEFORE_BIN:-}" ] && binaries=("before=$BEFORE_BIN" "${binaries[@]}")
