@@ -95,6 +95,7 @@ impl Engine {
             &settings.asn,
             &settings.user_agent,
             config_path,
+            previous.map(|e| &e.rules),
         );
         let limits = Limits::build(&settings.limit, previous.map(|e| &e.limits))
             .map_err(|err| LoadErrors::from(LoadError::file(config_path, err.to_string())));
@@ -143,7 +144,7 @@ impl Engine {
     /// use spoa_guard::rules::RuleSet;
     ///
     /// let block = IpList::parse("lists/drop.txt".as_ref(), "192.0.2.0/24 ; SBL1\n").unwrap();
-    /// let rules = RuleSet { block: IpMatcher::new([block]), ..RuleSet::empty() };
+    /// let rules = RuleSet { block: IpMatcher::new([block]).into(), ..RuleSet::empty() };
     /// let engine = Engine::new(rules, Limits::default());
     /// let request = Request { src: Some("192.0.2.7".parse().unwrap()), ..Request::default() };
     /// let verdict = engine.evaluate(&request, Instant::now());
@@ -643,6 +644,49 @@ dry_run = true
         assert_eq!(
             s.step(Step::Blocklist).describe(),
             "1 list (2 entries), 1 list (2 entries) in dry run"
+        );
+    }
+
+    #[test]
+    fn a_reload_keeps_the_lists_and_asn_tables_whose_files_did_not_change() {
+        let (first, dir) = engine(CONFIG, FILES);
+        let mut settings: RuleSettings = toml::from_str(CONFIG).unwrap();
+        settings.rebase(dir.path());
+        let path = dir.path().join("spoa-guard.toml");
+        let reload = |previous: &Engine| Engine::load(&settings, &path, Some(previous)).unwrap();
+
+        let same = reload(&first);
+        let (a, b) = (first.rules(), same.rules());
+        assert!(a.asn_db.ptr_eq(&b.asn_db));
+        assert!(a.allow.ptr_eq(&b.allow) && a.block.ptr_eq(&b.block));
+        assert!(a.block_dry_run.ptr_eq(&b.block_dry_run));
+
+        // One line added to the enforcing block list: that matcher alone is rebuilt, and
+        // the new entry is in force.
+        let drop = dir.path().join("drop.txt");
+        std::fs::write(&drop, "192.0.2.10\n198.51.100.0/24\n192.0.2.99\n").unwrap();
+        let appended = reload(&same);
+        let c = appended.rules();
+        assert!(!b.block.ptr_eq(&c.block));
+        assert!(b.asn_db.ptr_eq(&c.asn_db) && b.allow.ptr_eq(&c.allow));
+        assert!(b.block_dry_run.ptr_eq(&c.block_dry_run));
+        let verdict = appended.evaluate(&request("192.0.2.99", None, "/"), Instant::now());
+        assert_eq!(
+            outcome(&verdict),
+            (Decision::Deny, Reason::Blocklist, "drop".into())
+        );
+
+        // A changed ASN table is read again.
+        std::fs::write(
+            dir.path().join("asn.csv"),
+            "192.0.2.0,192.0.2.255,64500,Other\n",
+        )
+        .unwrap();
+        let d = reload(&appended);
+        assert!(!c.asn_db.ptr_eq(&d.rules().asn_db));
+        assert_eq!(
+            d.rules().asn_db.lookup("192.0.2.1".parse().unwrap()),
+            Some(64500)
         );
     }
 

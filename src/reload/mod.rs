@@ -1,12 +1,13 @@
 //! Live rule updates: noticing that the configuration or a rule file changed, rebuilding
-//! the whole rule set off the request path, and swapping it in at once.
+//! the rule set off the request path (keeping the lists and ASN tables whose files did
+//! not change, see [`rules::Loaded`](crate::rules::Loaded)), and swapping it in at once.
 //!
 //! ```text
 //!  inotify events ──► FileWatcher ─────────┐
 //!  stamp poll (every `poll_secs`): changed? ┴─► quiet for `debounce` ──┐
 //!                                               (at most max_settle)   ├─► reload
 //!  SIGHUP ─────────────────────────────────────────────────────────────┘      │
-//!      blocking pool: read config + every file, build Engine (limit state carried)
+//!      reload thread (low priority): read config + every changed file, build Engine
 //!                          │ ok                              │ error
 //!            ArcSwap::swap, old engine freed off-path     old rules stay; errors logged
 //!                                                          with file:line; counter + 1
@@ -21,10 +22,9 @@
 //! compared on every successful reload; a difference is logged by key, and the rest of
 //! the reload is applied.
 
-mod stamps;
 mod watch;
 
-pub use stamps::Stamps;
+pub use crate::util::Stamps;
 pub use watch::FileWatcher;
 
 use std::path::{Path, PathBuf};
@@ -230,14 +230,13 @@ impl Reloader {
         let path = self.running.path.clone();
         let known = self.files.clone();
         let previous = self.agent.engine();
-        let attempt =
-            tokio::task::spawn_blocking(move || Attempt::run(&path, known, &previous.engine)).await;
+        let attempt = at_low_priority(move || Attempt::run(&path, known, &previous.engine)).await;
         let attempt = match attempt {
             Ok(attempt) => attempt,
-            Err(join) => Attempt {
+            Err(failed) => Attempt {
                 files: self.files.clone(),
                 stamps: self.stamps.clone(),
-                built: Err(vec![format!("reload task failed: {join}")]),
+                built: Err(vec![failed]),
             },
         };
         self.files = attempt.files;
@@ -330,6 +329,48 @@ impl Attempt {
 /// second.
 pub fn max_settle(debounce: Duration) -> Duration {
     (debounce * 5).max(Duration::from_secs(1))
+}
+
+/// How much lower than the agent's the CPU priority of the reload builder is, in nice
+/// steps. Where the builder and the threads answering requests want the same core, the
+/// scheduler lets the request threads run first (a thread at nice +10 weighs about a tenth
+/// of one at +0), so a reload does not delay decisions; on an idle core it runs at full
+/// speed, and on a saturated one it still progresses (about a tenth of the core) instead
+/// of waiting for idle time as `SCHED_IDLE` would.
+const BUILDER_NICE_STEPS: i32 = 10;
+
+/// Runs `build` on a thread of its own at [`BUILDER_NICE_STEPS`] below the agent's CPU
+/// priority (threads it starts inherit that), and returns its result.
+///
+/// A thread per reload rather than the blocking pool: a lowered priority cannot be raised
+/// again without privileges, and the pool's threads serve other work afterwards.
+async fn at_low_priority<T: Send + 'static>(
+    build: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("reload".into())
+        .spawn(move || {
+            lower_priority();
+            // The reloader may have stopped waiting (shutdown): nothing to report then.
+            let _ = done.send(build());
+        })
+        .map_err(|e| format!("cannot start the reload thread: {e}"))?;
+    result
+        .await
+        .map_err(|_| "the reload thread failed before finishing".to_string())
+}
+
+/// Lowers the calling thread's CPU priority by [`BUILDER_NICE_STEPS`] (on Linux the
+/// nice value is per thread); a failure only costs latency, so it is logged and ignored.
+fn lower_priority() {
+    use rustix::process::{getpriority_process, setpriority_process};
+    let lowered = getpriority_process(None).and_then(|nice| {
+        setpriority_process(None, nice.saturating_add(BUILDER_NICE_STEPS).min(19))
+    });
+    if let Err(e) = lowered {
+        debug!(error = %e, "cannot lower the reload thread's priority; building at normal priority");
+    }
 }
 
 /// Frees `old` on the blocking pool once no request holds it any more.

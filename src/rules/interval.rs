@@ -27,7 +27,8 @@
 //! With `n` input ranges and `s` output segments (`s <= 2n - 1`):
 //!
 //! - build: `O(n log n)` time (one sort of `2n` events plus a `BTreeSet` of the active
-//!   ranges), `O(n)` extra memory while building;
+//!   ranges; when every range has the same priority and value, as in one list file, one
+//!   sort of the `n` ranges and a merge), `O(n)` extra memory while building;
 //! - lookup: `O(log s)` comparisons, a binary search over a packed array of segment starts;
 //!   from 4096 segments up, only over the few starting in the key's bucket of a table built
 //!   with the map (see `Index`);
@@ -275,6 +276,15 @@ impl<K: Key, V: Clone + PartialEq> IntervalMap<K, V> {
     /// ignored. Runs in `O(n log n)` for `n` ranges.
     pub fn build<P: Ord + Copy>(ranges: impl IntoIterator<Item = Range<K, P, V>>) -> Self {
         let inputs: Vec<Range<K, P, V>> = ranges.into_iter().filter(|r| r.start <= r.end).collect();
+        if let Some(first) = inputs.first() {
+            if inputs
+                .iter()
+                .all(|r| r.priority == first.priority && r.value == first.value)
+            {
+                let value = first.value.clone();
+                return Self::union(inputs, &value);
+            }
+        }
 
         let mut events = Vec::with_capacity(inputs.len().saturating_mul(2));
         for (idx, r) in inputs.iter().enumerate() {
@@ -334,11 +344,42 @@ impl<K: Key, V: Clone + PartialEq> IntervalMap<K, V> {
             map.push(pos, end, value);
         }
 
-        map.starts.shrink_to_fit();
-        map.ends.shrink_to_fit();
-        map.values.shrink_to_fit();
-        map.index = Index::build(&map.starts);
-        map
+        map.finish()
+    }
+
+    /// The map of ranges that all carry `value` with one priority (one list file, the
+    /// common case): their union, from one sort of the ranges by start and a merge, with
+    /// no sweep over `2n` events.
+    fn union<P>(mut inputs: Vec<Range<K, P, V>>, value: &V) -> Self {
+        inputs.sort_unstable_by_key(|r| r.start);
+        let mut map = Self::default();
+        let mut current: Option<(K, K)> = None;
+        for r in &inputs {
+            current = match current {
+                // Overlapping or touching: one segment.
+                Some((start, end)) if r.start <= end || end.next() == Some(r.start) => {
+                    Some((start, end.max(r.end)))
+                }
+                Some((start, end)) => {
+                    map.push(start, end, value);
+                    Some((r.start, r.end))
+                }
+                None => Some((r.start, r.end)),
+            };
+        }
+        if let Some((start, end)) = current {
+            map.push(start, end, value);
+        }
+        map.finish()
+    }
+
+    /// Gives back the spare capacity of the segment arrays and builds the lookup index.
+    fn finish(mut self) -> Self {
+        self.starts.shrink_to_fit();
+        self.ends.shrink_to_fit();
+        self.values.shrink_to_fit();
+        self.index = Index::build(&self.starts);
+        self
     }
 
     /// Appends the segment `start..=end`, merging it into the previous one when they touch
@@ -750,6 +791,26 @@ mod tests {
                 let (a, b) = (w[0], w[1]);
                 prop_assert!(a.0 <= a.1 && a.1 < b.0);
                 prop_assert!(!(a.1 + 1 == b.0 && a.2 == b.2), "unmerged {:?} {:?}", a, b);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn union_of_one_priority_matches_naive_scan(
+            raw in proptest::collection::vec((key(), key()), 0..16),
+        ) {
+            // One priority and one value: the union path.
+            let ranges: Vec<(u32, u32, u8, u8)> = raw.iter().map(|&(s, e)| (s, e, 1, 7)).collect();
+            let map = IntervalMap::build(
+                ranges.iter().map(|&(s, e, p, v)| Range::new(s, e, p, v)),
+            );
+            let probes = (0u32..50).chain((0u32..18).map(|d| u32::MAX - d));
+            for k in probes {
+                prop_assert_eq!(map.get(k).copied(), naive(&ranges, k), "key {}", k);
+            }
+            for w in segments(&map).windows(2) {
+                prop_assert!(w[0].1 + 1 < w[1].0, "unmerged {:?} {:?}", w[0], w[1]);
             }
         }
     }

@@ -167,7 +167,8 @@ pub fn list_name(path: &Path) -> String {
 
 /// The part of a list line before any `#` or `;` comment.
 fn strip_comment(line: &str) -> &str {
-    match line.find(['#', ';']) {
+    // A byte search: both markers are ASCII, so the cut is on a character boundary.
+    match line.bytes().position(|b| b == b'#' || b == b';') {
         Some(at) => line.get(..at).unwrap_or(line),
         None => line,
     }

@@ -7,6 +7,7 @@
 pub mod asn;
 pub mod interval;
 pub mod ip;
+pub mod loaded;
 pub mod mmdb;
 pub mod settings;
 pub mod user_agent;
@@ -14,26 +15,31 @@ pub mod user_agent;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::util::Stamps;
 use asn::{AsnBlock, AsnDb};
 use ip::{IpList, IpMatcher};
+pub use loaded::Loaded;
 pub use settings::{AsnSettings, ListFile, ListsSettings, UaSource, UserAgentSpec};
 use user_agent::UaRules;
 
 /// Every compiled rule, immutable once built. A reload builds a new one and swaps it in.
 /// Rate-limit state lives beside it, in the engine.
+///
+/// The lists and the ASN tables are [`Loaded`]: a reload whose files did not change
+/// keeps the structures in force instead of parsing them again.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     /// `[lists] allow`: a match allows and skips every other step.
-    pub allow: IpMatcher,
+    pub allow: Loaded<IpMatcher>,
     /// Allow lists marked `dry_run`: reported, never decisive.
-    pub allow_dry_run: IpMatcher,
+    pub allow_dry_run: Loaded<IpMatcher>,
     /// `[lists] block`: a match denies with reason `blocklist`.
-    pub block: IpMatcher,
+    pub block: Loaded<IpMatcher>,
     /// Block lists marked `dry_run`: reported, never decisive. Kept apart from `block` so
     /// that a dry-run list never hides an enforcing one (first list wins within a matcher).
-    pub block_dry_run: IpMatcher,
+    pub block_dry_run: Loaded<IpMatcher>,
     /// `[asn] databases`: address → autonomous system.
-    pub asn_db: AsnDb,
+    pub asn_db: Loaded<AsnDb>,
     /// `[asn] block` and `block_file`.
     pub asn_block: AsnBlock,
     /// `[asn] dry_run`.
@@ -49,7 +55,11 @@ impl RuleSet {
     }
 
     /// Loads and compiles every rule input named by the rule sections; `config_path`
-    /// locates errors in inline settings such as user-agent patterns.
+    /// locates errors in inline settings such as user-agent patterns. Lists and ASN tables
+    /// whose files are unchanged since `previous` was loaded are kept from it.
+    ///
+    /// The ASN tables load on a thread of their own while the calling thread reads the
+    /// lists and compiles the user-agent rules: the two largest inputs in parallel.
     ///
     /// # Errors
     ///
@@ -59,21 +69,52 @@ impl RuleSet {
         asn: &AsnSettings,
         user_agents: &[UserAgentSpec],
         config_path: &Path,
+        previous: Option<&RuleSet>,
     ) -> Result<RuleSet, LoadErrors> {
+        let asn_stamps = Stamps::of(&asn.databases);
+        let kept_asn_db = Loaded::kept(previous.map(|p| &p.asn_db), &asn_stamps);
+        let load_asn_db = || match &kept_asn_db {
+            Some(kept) => Ok(kept.clone()),
+            None => {
+                AsnDb::load(&asn.databases).map(|db| Loaded::from_files(db, asn_stamps.clone()))
+            }
+        };
+        let (loaded_lists, loaded_asn_db, loaded_user_agents) = std::thread::scope(|scope| {
+            let asn_thread = (kept_asn_db.is_none() && !asn.databases.is_empty())
+                .then(|| {
+                    std::thread::Builder::new()
+                        .name("load-asn".into())
+                        .spawn_scoped(scope, load_asn_db)
+                        .ok()
+                })
+                .flatten();
+            let previous_lists = previous.map(RuleSet::lists);
+            let loaded_lists = [
+                (&lists.allow, false, previous_lists.map(|[l, ..]| l)),
+                (&lists.allow, true, previous_lists.map(|[_, l, ..]| l)),
+                (&lists.block, false, previous_lists.map(|[.., l, _]| l)),
+                (&lists.block, true, previous_lists.map(|[.., l]| l)),
+            ]
+            .map(|(files, dry_run, previous)| load_lists(files, dry_run, previous));
+            let loaded_user_agents = UaRules::load(user_agents, config_path);
+            let loaded_asn_db = match asn_thread {
+                Some(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // Kept, no database, or no thread to be had: here.
+                None => load_asn_db(),
+            };
+            (loaded_lists, loaded_asn_db, loaded_user_agents)
+        });
         let mut errors = Vec::new();
-        let [allow, allow_dry_run, block, block_dry_run] = [
-            (&lists.allow, false),
-            (&lists.allow, true),
-            (&lists.block, false),
-            (&lists.block, true),
-        ]
-        .map(|(files, dry_run)| keep(&mut errors, load_lists(files, dry_run)));
-        let asn_db = keep(&mut errors, AsnDb::load(&asn.databases));
+        let [allow, allow_dry_run, block, block_dry_run] =
+            loaded_lists.map(|loaded| keep(&mut errors, loaded));
+        let asn_db = keep(&mut errors, loaded_asn_db);
         let asn_block = keep(
             &mut errors,
             AsnBlock::load(&asn.blocked(), asn.block_file.as_deref()),
         );
-        let user_agents = keep(&mut errors, UaRules::load(user_agents, config_path));
+        let user_agents = keep(&mut errors, loaded_user_agents);
         match (
             allow,
             allow_dry_run,
@@ -103,6 +144,16 @@ impl RuleSet {
             }),
             _ => Err(LoadErrors(errors)),
         }
+    }
+
+    /// The four list matchers: allow, allow dry run, block, block dry run.
+    fn lists(&self) -> [&Loaded<IpMatcher>; 4] {
+        [
+            &self.allow,
+            &self.allow_dry_run,
+            &self.block,
+            &self.block_dry_run,
+        ]
     }
 }
 
@@ -197,18 +248,29 @@ fn keep<T>(errors: &mut Vec<LoadError>, result: Result<T, LoadErrors>) -> Option
     }
 }
 
-/// Loads the lists of `files` whose `dry_run` flag equals `dry_run`, in order.
-fn load_lists(files: &[ListFile], dry_run: bool) -> Result<IpMatcher, LoadErrors> {
+/// Loads the lists of `files` whose `dry_run` flag equals `dry_run`, in order, or keeps
+/// the matcher of `previous` when those files did not change.
+fn load_lists(
+    files: &[ListFile],
+    dry_run: bool,
+    previous: Option<&Loaded<IpMatcher>>,
+) -> Result<Loaded<IpMatcher>, LoadErrors> {
+    let files: Vec<&ListFile> = files.iter().filter(|f| f.dry_run == dry_run).collect();
+    let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+    let stamps = Stamps::of(&paths);
+    if let Some(kept) = Loaded::kept(previous, &stamps) {
+        return Ok(kept);
+    }
     let mut lists = Vec::new();
     let mut errors = Vec::new();
-    for file in files.iter().filter(|f| f.dry_run == dry_run) {
+    for file in files {
         match IpList::load(&file.path) {
             Ok(list) => lists.push(list),
             Err(LoadErrors(mut errs)) => errors.append(&mut errs),
         }
     }
     if errors.is_empty() {
-        Ok(IpMatcher::new(lists))
+        Ok(Loaded::from_files(IpMatcher::new(lists), stamps))
     } else {
         Err(LoadErrors(errors))
     }

@@ -1,16 +1,18 @@
 //! Small building blocks that several layers use and that belong to none of them: a
-//! hasher for keys that are already hashes, a log-line throttle, the wall clock in Unix
-//! seconds, and the problem type that settings validation reports.
+//! hasher for keys that are already hashes, a log-line throttle, file stamps, the wall
+//! clock in Unix seconds, and the problem type that settings validation reports.
 //!
 //! Nothing here knows about requests, rules or the network; every other module may use it.
 
 pub mod log_throttle;
 pub mod prehashed;
 pub mod settings;
+pub mod stamps;
 
 pub use log_throttle::LogThrottle;
 pub use prehashed::PrehashedMap;
 pub use settings::{Invalid, KeyPath};
+pub use stamps::Stamps;
 
 use std::time::SystemTime;
 

@@ -1,8 +1,10 @@
 //! File stamps: what identifies a version of a file without reading it (device, inode,
 //! size, modification and change times, following symlinks). Two equal sets of stamps
-//! mean nothing a reload reads has changed; this filters out events that change nothing
-//! (a Kubernetes ConfigMap's old directory being deleted after the swap) and is the
-//! polling fallback when events are missed.
+//! mean nothing a reload reads has changed. The reloader uses them to filter out events
+//! that change nothing (a Kubernetes ConfigMap's old directory being deleted after the
+//! swap) and as the polling fallback when events are missed; the rule set uses them to
+//! keep, across a reload, the lists and ASN tables whose files did not change
+//! (`rules::Loaded`).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,11 @@ impl Stamps {
                 })
                 .collect(),
         )
+    }
+
+    /// Whether every file could be stamped (none is missing or unreadable).
+    pub fn complete(&self) -> bool {
+        self.0.iter().all(|(_, stamp)| stamp.is_some())
     }
 
     /// The files whose stamp differs from `earlier` (changed, appeared, disappeared),
