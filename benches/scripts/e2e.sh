@@ -23,8 +23,11 @@
 # Block list (benches/scripts/rules.sh): with SPOA_GUARD_DATA, the real ≈190k entries (FireHOL
 # level 4, X4B, Spamhaus), read in place; otherwise 190k generated IPv4 CIDRs (/24-/32,
 # never 127/8).
-# Reports per mode and setup: median req/s over the rounds, ratio to plain, median wrk p99,
-# non-2xx responses, CPU µs per request of HAProxy and of the agent (utime+stime from /proc);
+# Reports per mode and setup: median req/s over the rounds, ratio to plain (the median of
+# the per-round ratios, as every ratio below: robust to the machine's speed drifting
+# between rounds), median wrk p99,
+# non-2xx responses, CPU µs per request of HAProxy and of the agent (utime+stime from /proc),
+# and the connections HAProxy holds open to the agent halfway through the run (TCP only);
 # then spoe ÷ norules and spoe ÷ example per mode.
 #
 # Usage: benches/scripts/e2e.sh [--json]
@@ -36,6 +39,8 @@
 #   TRANSPORT=unix benches/scripts/e2e.sh   # HAProxy -> spoa-guard over a unix socket (default tcp)
 # AGENT_THREADS=N: the agents' [server] threads (default 1, the agent's default).
 # SCANNER_RULES=N: separate scanner-word user-agent rules of the spoe setup (default 50).
+# SPOP_SERVER_OPTS="...": more options on the agent's `server` line in every SPOE setup,
+#   e.g. "pool-max-conn 1" to see what connection reuse changes on HAProxy 3.x.
 # Needs wrk (apt-get install wrk), curl, python3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -152,7 +157,7 @@ backend spoa-guard
     timeout connect 5s
     timeout server  30s
     option spop-check
-    server guard1 $server check inter 2s
+    server guard1 $server check inter 2s ${SPOP_SERVER_OPTS:-}
 CFG
     return 0
 }
@@ -221,6 +226,14 @@ to_us() {  # wrk latency "1.23ms" -> µs
         f = (u == "us") ? 1 : (u == "ms") ? 1000 : (u == "s") ? 1e6 : (u == "m") ? 6e7 : -1
         printf "%.0f", n * f }'
 }
+agent_conns() {  # $1 = setup -> established connections to its agent (TCP), or -
+    local port
+    case $transport:$1 in
+    tcp:spoe) port=$agent_port ;; tcp:norules) port=$norules_port ;; *:example) port=$example_port ;;
+    *) echo -; return ;;
+    esac
+    ss -Htn state established "( sport = :$port )" | wc -l
+}
 per_request_us() {  # $1 = ticks, $2 = requests
     awk -v d="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.2f", d / hz * 1e6 / n }'
 }
@@ -228,8 +241,9 @@ per_request_us() {  # $1 = ticks, $2 = requests
 [ "$json" = 1 ] || {
     echo "HAProxy $hapver ($haproxy); block list: $block_desc, $block_entries entries; $SCANNER_RULES separate scanner rules"
     echo "$rounds rounds x ${duration}s (+${warmup}s warmup), wrk -t1 -c$connections; modes: $modes$([ "$can_pin" = 1 ] || echo ' (cannot pin here: pinned runs unpinned)')"
+    [ -z "${SPOP_SERVER_OPTS:-}" ] || echo "agent server options: $SPOP_SERVER_OPTS"
 }
-echo "mode setup round rps p99_us non2xx hap_us agent_us" > "$work/results"
+echo "mode setup round rps p99_us non2xx hap_us agent_us conns" > "$work/results"
 for r in $(seq "$rounds"); do
     for m in $modes; do
         for s in $setups; do
@@ -242,6 +256,8 @@ for r in $(seq "$rounds"); do
             h0=$(cpu_ticks "$haproxy_pid") a0=0
             [ -n "$apid" ] && a0=$(cpu_ticks "$apid")
             out=$work/wrk-$m-$s-$r.txt
+            ( sleep "$(awk -v d="$duration" 'BEGIN { print d / 2 }')"; agent_conns "$s" > "$out.conns" ) &
+            conns_pid=$!
             # shellcheck disable=SC2046
             $(pinned_to "$m" 1) wrk -t1 -c"$connections" -d"${duration}s" --latency -H "User-Agent: $ua" \
                 "http://127.0.0.1:$http_port/" > "$out"
@@ -255,16 +271,18 @@ for r in $(seq "$rounds"); do
             hap_us=$(per_request_us $((h1 - h0)) "$reqs")
             agent_us=-
             [ -n "$apid" ] && agent_us=$(per_request_us $((a1 - a0)) "$reqs")
-            echo "$m $s $r $rps $p99 $non2xx $hap_us $agent_us" >> "$work/results"
-            [ "$json" = 1 ] || printf '  round %s %-7s %-7s %8s req/s  p99 %6s µs  non-2xx %s  HAProxy %s µs/req  agent %s µs/req\n' \
-                "$r" "$m" "$s" "$rps" "$p99" "$non2xx" "$hap_us" "$agent_us"
+            conns=-
+            wait "$conns_pid" && conns=$(cat "$out.conns")
+            echo "$m $s $r $rps $p99 $non2xx $hap_us $agent_us $conns" >> "$work/results"
+            [ "$json" = 1 ] || printf '  round %s %-7s %-7s %8s req/s  p99 %6s µs  non-2xx %s  HAProxy %s µs/req  agent %s µs/req  %s conns\n' \
+                "$r" "$m" "$s" "$rps" "$p99" "$non2xx" "$hap_us" "$agent_us" "$conns"
         done
     done
 done
 
-python3 - "$work/results" "$json" "$hapver" "$block_entries" "$rounds" "$duration" "$connections" <<'PY'
+python3 - "$work/results" "$json" "$hapver" "$block_entries" "$rounds" "$duration" "$connections" "${SPOP_SERVER_OPTS:-}" <<'PY'
 import json, statistics, sys
-path, as_json, hapver, entries, rounds, duration, conns = sys.argv[1:]
+path, as_json, hapver, entries, rounds, duration, conns, spop_opts = sys.argv[1:]
 rows = [l.split() for l in open(path).read().splitlines()[1:]]
 def ordered(col, among):
     seen = []
@@ -277,31 +295,41 @@ def med(mode, setup, col):
     return statistics.median(vals) if vals else None
 modes = []
 for m in ordered(0, rows):
-    base = med(m, "plain", 3)
     setups = []
     for s in ordered(1, [r for r in rows if r[0] == m]):
         rps = med(m, s, 3)
-        setups.append({"setup": s, "rps_median": rps, "ratio_to_plain": rps / base if base else None,
+        setups.append({"setup": s, "rps_median": rps,
                        "rps_rounds": [int(r[3]) for r in rows if r[0] == m and r[1] == s],
                        "p99_us_median": med(m, s, 4),
                        "non_2xx": sum(int(r[5]) for r in rows if r[0] == m and r[1] == s),
-                       "haproxy_cpu_us_per_req": med(m, s, 6), "agent_cpu_us_per_req": med(m, s, 7)})
-    rps = {o["setup"]: o["rps_median"] for o in setups}
-    ratio = lambda a, b: rps[a] / rps[b] if a in rps and b in rps and rps[b] else None
+                       "haproxy_cpu_us_per_req": med(m, s, 6), "agent_cpu_us_per_req": med(m, s, 7),
+                       "agent_connections": med(m, s, 8)})
+    # A ratio is the median of the per-round ratios: the two setups of one round ran
+    # seconds apart, so a machine that speeds up or slows down between rounds (a VM's
+    # neighbours) moves both; the ratio of the medians would mix rounds.
+    def ratio(a, b):
+        by_round = {}
+        for r in rows:
+            if r[0] == m and r[1] in (a, b):
+                by_round.setdefault(r[2], {})[r[1]] = float(r[3])
+        per_round = [v[a] / v[b] for v in by_round.values() if a in v and v.get(b)]
+        return statistics.median(per_round) if per_round else None
+    for o in setups:
+        o["ratio_to_plain"] = ratio(o["setup"], "plain")
     modes.append({"mode": m, "setups": setups, "spoe_to_norules": ratio("spoe", "norules"),
                   "spoe_to_example": ratio("spoe", "example")})
 if as_json == "1":
-    print(json.dumps({"haproxy": hapver, "block_entries": int(entries), "rounds": int(rounds),
+    print(json.dumps({"haproxy": hapver, "spop_server_opts": spop_opts, "block_entries": int(entries), "rounds": int(rounds),
                       "duration_s": int(duration), "connections": int(conns), "modes": modes}))
     sys.exit()
 f = lambda v, fmt: "-" if v is None else fmt.format(v)
 for m in modes:
     print(f"\n{m['mode']}:\n")
-    print("| setup | req/s (median) | × plain | p99 µs | non-2xx | HAProxy CPU µs/req | agent CPU µs/req |")
-    print("|---|---|---|---|---|---|---|")
+    print("| setup | req/s (median) | × plain | p99 µs | non-2xx | HAProxy CPU µs/req | agent CPU µs/req | agent conns |")
+    print("|---|---|---|---|---|---|---|---|")
     for o in m["setups"]:
         print(f"| {o['setup']} | {o['rps_median']:,.0f} | {f(o['ratio_to_plain'], '{:.2f}')} | "
               f"{f(o['p99_us_median'], '{:,.0f}')} | {o['non_2xx']} | {f(o['haproxy_cpu_us_per_req'], '{:.2f}')} | "
-              f"{f(o['agent_cpu_us_per_req'], '{:.2f}')} |")
+              f"{f(o['agent_cpu_us_per_req'], '{:.2f}')} | {f(o['agent_connections'], '{:.0f}')} |")
     print(f"\nspoe ÷ norules: {f(m['spoe_to_norules'], '{:.2f}')}   spoe ÷ example: {f(m['spoe_to_example'], '{:.2f}')}")
 PY

@@ -20,8 +20,9 @@
 # Per variant: the median over ROUNDS of the closed-loop throughput (CONNECTIONS x
 # PIPELINE, DURATION s after WARMUP s) and of the agent's CPU per NOTIFY, and the ratio of
 # each to its reference (throughput ratio; CPU ratio = reference CPU / variant CPU, so
-# higher is better for both). BEFORE_BIN=path also runs every variant on that binary (an
-# older build: before/after in one sitting); its rows are named before/NAME.
+# higher is better for both), each ratio the median of the per-round ratios.
+# BEFORE_BIN=path also runs every variant on that binary (an older build: before/after in
+# one sitting); its rows are named before/NAME.
 #
 # Usage: benches/scripts/scaling.sh [--json]
 #   ROUNDS=3 DURATION=5 WARMUP=1 CONNECTIONS=4 PIPELINE=16 benches/scripts/scaling.sh
@@ -95,9 +96,10 @@ import json, statistics, sys
 as_json, work, rounds, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 names, ratios = sys.argv[5:5 + n], sys.argv[5 + n:]
 med = statistics.median
-rows = {}
+rows, runs_of = {}, {}
 for name in names:
     runs = [json.load(open(f"{work}/{name.replace('/', '-')}-{r}.json")) for r in range(1, rounds + 1)]
+    runs_of[name] = runs
     rows[name] = {"throughput": med(r["throughput"] for r in runs),
                   "rounds": [round(r["throughput"]) for r in runs],
                   "agent_cpu_us_per_notify": med(r["agent_cpu_us_per_notify"] for r in runs),
@@ -110,9 +112,12 @@ for prefix in prefixes:
     for ratio in ratios:
         a, b = (prefix + x for x in ratio.split("/"))
         if a in rows and b in rows:
+            # Medians of the per-round ratios: the two runs of a round are close in time,
+            # so a machine whose speed drifts between rounds moves both.
+            pairs = list(zip(runs_of[a], runs_of[b]))
             out["ratios"][f"{a} / {b}"] = {
-                "throughput": rows[a]["throughput"] / rows[b]["throughput"],
-                "cpu": rows[b]["agent_cpu_us_per_notify"] / rows[a]["agent_cpu_us_per_notify"]}
+                "throughput": med(x["throughput"] / y["throughput"] for x, y in pairs),
+                "cpu": med(y["agent_cpu_us_per_notify"] / x["agent_cpu_us_per_notify"] for x, y in pairs)}
 if as_json == "1":
     print(json.dumps(out))
     sys.exit()
