@@ -35,7 +35,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::BenchRng;
+use common::{rss_kib, BenchRng};
 use criterion::{BatchSize, Criterion};
 use flate2::read::MultiGzDecoder;
 use spoa_guard::rules::asn::AsnDb;
@@ -125,18 +125,6 @@ fn misses(
         }
     }
     out
-}
-
-/// `(VmRSS, VmHWM)` of this process in KiB, on Linux.
-fn rss_kib() -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// Loads `paths` once and prints time, size and memory.

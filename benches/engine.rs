@@ -26,7 +26,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{lines, BenchRng};
+use common::{lines, rss_kib, BenchRng};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use spoa_guard::config::Config;
 use spoa_guard::decision::Request;
@@ -49,16 +49,6 @@ impl Rng {
     fn below(&mut self, n: usize) -> usize {
         self.0.below(n as u64) as usize
     }
-}
-
-fn resident_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
 }
 
 /// Writes `n` random IPv4 CIDRs (/16 to /32) to `path`.
@@ -118,11 +108,13 @@ block_file = "asn-block.txt"
     );
     let path = dir.path().join("spoa-guard.toml");
     let config = Config::parse(&path, &toml, []).unwrap();
-    let before = resident_bytes();
+    let before = rss_kib().map_or(0, |(rss, _)| rss * 1024);
     let started = Instant::now();
     let engine = Engine::load(&config.rules, &path, None).unwrap();
     let elapsed = started.elapsed();
-    let added = resident_bytes().saturating_sub(before);
+    let added = rss_kib()
+        .map_or(0, |(rss, _)| rss * 1024)
+        .saturating_sub(before);
     eprintln!(
         "engine/{label}: loaded in {:.0} ms, resident memory +{:.1} MiB ({})",
         elapsed.as_secs_f64() * 1e3,

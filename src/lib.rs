@@ -28,7 +28,7 @@
 //! | 0 | [`util`] | prehashed map hasher, log throttle, settings problems, Unix time |
 //! | 1 | [`spop`] | the protocol: varints, typed data, frames, codec, HELLO, ACK writer; pure, no I/O |
 //! | 2 | [`decision`] | the shared vocabulary: `Request`, `Verdict`, `Decision`, `Reason`, rule names |
-//! | 3 | [`rules`], [`limits`] | rule files compiled into lookup structures; rate-limit buckets; each layer's settings (`[lists]`, `[asn]`, `[[user_agent]]`; `[[limit]]`) |
+//! | 3 | [`rules`], [`limits`], [`bans`] | rule files compiled into lookup structures; rate-limit buckets; each layer's settings (`[lists]`, `[asn]`, `[[user_agent]]`; `[[limit]]`); runtime bans and their store |
 //! | 4 | [`engine`] | the decision pipeline, its steps and notes, the rule table, the reloadable [`engine::RuleSettings`] |
 //! | 5 | [`insight`] | heavy hitters over sliding windows (`/top`), `[insight]` |
 //! | 6 | [`metrics`] | counter and gauge newtypes, histogram, per-rule hits, the Prometheus exposition by area |
@@ -76,6 +76,7 @@
 )]
 
 pub mod agent;
+pub mod bans;
 pub mod cli;
 pub mod config;
 pub mod decision;

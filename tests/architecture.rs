@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["util"],
     &["spop"],
     &["decision"],
-    &["rules", "limits"],
+    &["rules", "limits", "bans"],
     &["engine"],
     &["insight"],
     &["metrics"],

@@ -44,6 +44,18 @@ impl BenchRng {
     }
 }
 
+/// `(VmRSS, VmHWM)` of this process in KiB (Linux; `None` elsewhere).
+pub fn rss_kib() -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// The non-empty, non-comment lines of a text file, trimmed.
 pub fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)

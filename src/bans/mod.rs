@@ -1,0 +1,16 @@
+//! Runtime bans: targets (addresses, networks, AS numbers) denied until an expiry,
+//! outside the reloadable rule set so that a reload never drops one.
+//!
+//! This module owns what a ban is ([`Target`], [`Ban`]) and the store that answers "is
+//! this source banned, by what, until when" in a time independent of the number of bans
+//! ([`BanStore`]). Who sets bans (the admin API, `[[auto_ban]]`, the fleet), where they
+//! are persisted and how the request path reads them concurrently are the callers'.
+
+mod store;
+mod target;
+
+pub use store::{AddError, Added, Ban, BanStore, Hit};
+pub use target::{Target, TargetError};
+
+#[cfg(test)]
+mod tests;
