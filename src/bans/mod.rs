@@ -3,9 +3,11 @@
 //!
 //! This module owns what a ban is ([`Target`], [`Ban`]) and the store that answers "is
 //! this source banned, by what, until when" in a time independent of the number of bans
-//! ([`BanStore`]). Who sets bans (the admin API, `[[auto_ban]]`, the fleet), where they
-//! are persisted and how the request path reads them concurrently are the callers'.
+//! ([`BanStore`]), and the state file that carries them over a restart ([`state`]). Who
+//! sets bans (the admin API, `[[auto_ban]]`, the fleet) and how the request path reads
+//! them concurrently are the callers'.
 
+pub mod state;
 mod store;
 mod target;
 
