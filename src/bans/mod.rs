@@ -3,14 +3,17 @@
 //!
 //! This module owns what a ban is ([`Target`], [`Ban`]) and the store that answers "is
 //! this source banned, by what, until when" in a time independent of the number of bans
-//! ([`BanStore`]), and the state file that carries them over a restart ([`state`]). Who
+//! ([`BanStore`]), the state file that carries them over a restart ([`state`]), and how
+//! long an automatic ban of a repeat offender lasts ([`Escalation`]). Who
 //! sets bans (the admin API, `[[auto_ban]]`, the fleet) and how the request path reads
 //! them concurrently are the callers'.
 
+mod escalation;
 pub mod state;
 mod store;
 mod target;
 
+pub use escalation::{Escalation, Offences};
 pub use store::{AddError, Added, Ban, BanStore, Hit};
 pub use target::{Target, TargetError};
 
