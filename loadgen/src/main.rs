@@ -69,6 +69,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use rand::SeedableRng;
+use spoa_guard::util::parse_duration;
 use tokio::time::Instant;
 
 use crate::connection::{connection, Plan};
@@ -224,33 +225,6 @@ async fn run(opts: &Opts, mix: Arc<Mix>) -> anyhow::Result<Report> {
     })
 }
 
-/// `10s`, `500ms`, `2m`, `1h`, `250us`, `1.5s`; a number without a unit is an error, as
-/// `--timeout 5` could mean seconds or milliseconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?} (e.g. 10s, 500ms, 1m)"))?;
-    let seconds = match unit {
-        "" => {
-            return Err(format!(
-                "{text:?}: a duration needs a unit, e.g. {number}s or 500ms"
-            ))
-        }
-        "s" => value,
-        "ms" => value / 1e3,
-        "us" | "µs" => value / 1e6,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("bad duration unit {unit:?} (use us, ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
-}
-
 /// `NAME=VALUE`.
 fn parse_kv(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -267,28 +241,6 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
-        assert_eq!(parse_duration(" 0s "), Ok(Duration::ZERO));
-        assert_eq!(
-            parse_duration("3"),
-            Err("\"3\": a duration needs a unit, e.g. 3s or 500ms".to_owned())
-        );
-        assert_eq!(
-            parse_duration("0.5"),
-            Err("\"0.5\": a duration needs a unit, e.g. 0.5s or 500ms".to_owned())
-        );
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     /// The options of the command line `loadgen` followed by `extra`.
     pub(crate) fn opts(extra: &[&str]) -> Opts {

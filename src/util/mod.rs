@@ -1,14 +1,17 @@
 //! Small building blocks that several layers use and that belong to none of them: a
 //! hasher for keys that are already hashes, a log-line throttle, file stamps, the wall
-//! clock in Unix seconds, and the problem type that settings validation reports.
+//! clock in Unix seconds, durations as operators write them, and the problem type that
+//! settings validation reports.
 //!
 //! Nothing here knows about requests, rules or the network; every other module may use it.
 
+pub mod duration;
 pub mod log_throttle;
 pub mod prehashed;
 pub mod settings;
 pub mod stamps;
 
+pub use duration::parse_duration;
 pub use log_throttle::LogThrottle;
 pub use prehashed::PrehashedMap;
 pub use settings::{Invalid, KeyPath};
