@@ -345,7 +345,7 @@ mod tests {
 
     use super::{io_error, verdict};
     use crate::report::{Report, Verdict};
-    use crate::tests::run_with;
+    use crate::tests::{fake_agent, run_with};
     use crate::Opts;
 
     /// One connection to `addr` for 300 ms, no warm-up: enough to see how it ends.
@@ -367,31 +367,16 @@ mod tests {
     #[tokio::test]
     async fn a_disconnect_is_reported_with_its_status() {
         use futures_util::{SinkExt, StreamExt};
-        use spoa_guard::spop::{Disconnect, KvList, SpopCodec, Status};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut framed = tokio_util::codec::Framed::new(stream, SpopCodec::new(16380));
-                    let _hello = framed.next().await;
-                    let mut kv = KvList::default();
-                    kv.push("version", TypedData::str("2.0"));
-                    kv.push("max-frame-size", TypedData::Uint32(16380));
-                    kv.push("capabilities", TypedData::str("pipelining"));
-                    framed
-                        .send(Frame::new(0, 0, Payload::AgentHello(kv)))
-                        .await
-                        .unwrap();
-                    let _notify = framed.next().await;
-                    let mut bye = Disconnect::new(Status::RESOURCE);
-                    bye.message = Bytes::from_static(b"go away");
-                    let _ = framed
-                        .send(Frame::new(0, 0, Payload::AgentDisconnect(bye)))
-                        .await;
-                });
-            }
-        });
+        use spoa_guard::spop::{Disconnect, Status};
+        let addr = fake_agent(|mut framed| async move {
+            let _notify = framed.next().await;
+            let mut bye = Disconnect::new(Status::RESOURCE);
+            bye.message = Bytes::from_static(b"go away");
+            let _ = framed
+                .send(Frame::new(0, 0, Payload::AgentDisconnect(bye)))
+                .await;
+        })
+        .await;
         let (_, report) = one_connection_briefly(&addr).await;
         let s = &report.stats;
         assert_eq!(s.acks, 0);

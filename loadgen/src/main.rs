@@ -258,6 +258,43 @@ mod tests {
         (opts, report)
     }
 
+    /// A fake agent on a free port that answers every HELLO as spoa-guard does, then
+    /// hands the connection to `then`; returns its address.
+    pub(crate) async fn fake_agent<F, Fut>(then: F) -> String
+    where
+        F: Fn(tokio_util::codec::Framed<tokio::net::TcpStream, spoa_guard::spop::SpopCodec>) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        use futures_util::{SinkExt, StreamExt};
+        use spoa_guard::spop::hello::{Negotiated, DEFAULT_FRAME_SIZE};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let then = Arc::new(then);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let then = Arc::clone(&then);
+                tokio::spawn(async move {
+                    let codec = spoa_guard::spop::SpopCodec::new(DEFAULT_FRAME_SIZE);
+                    let mut framed = tokio_util::codec::Framed::new(stream, codec);
+                    let _hello = framed.next().await;
+                    let hello = Negotiated {
+                        max_frame_size: DEFAULT_FRAME_SIZE,
+                        healthcheck: false,
+                        engine_id: None,
+                    }
+                    .agent_hello();
+                    if framed.send(hello).await.is_ok() {
+                        then(framed).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
     /// A real spoa-guard agent in this process, with a block list.
     async fn agent(dir: &Path) -> (std::net::SocketAddr, tokio_util::sync::CancellationToken) {
         agent_with(dir, "").await
@@ -405,27 +442,10 @@ mod tests {
     /// An "agent" that answers the HELLO and then never ACKs: the run fails as a whole.
     #[tokio::test]
     async fn no_ack_at_all_is_a_failure() {
-        use futures_util::{SinkExt, StreamExt};
-        use spoa_guard::spop::{Frame, KvList, Payload, SpopCodec, TypedData};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut framed = tokio_util::codec::Framed::new(stream, SpopCodec::new(16380));
-                    let _hello = framed.next().await;
-                    let mut kv = KvList::default();
-                    kv.push("version", TypedData::str("2.0"));
-                    kv.push("max-frame-size", TypedData::Uint32(16380));
-                    kv.push("capabilities", TypedData::str("pipelining"));
-                    framed
-                        .send(Frame::new(0, 0, Payload::AgentHello(kv)))
-                        .await
-                        .unwrap();
-                    while let Some(Ok(_)) = framed.next().await {}
-                });
-            }
-        });
+        use futures_util::StreamExt;
+        let addr =
+            fake_agent(|mut framed| async move { while let Some(Ok(_)) = framed.next().await {} })
+                .await;
         let (opts, report) = run_with(&[
             "--agent",
             &addr,
