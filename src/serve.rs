@@ -5,6 +5,7 @@
 //! ```text
 //!  Config ──► Engine::load (blocking pool) ──► Agent ──┬─► server::run   (SPOP listener)
 //!                                                      ├─► ops::http::serve (metrics, health, top)
+//!                                                      ├─► ops::http::serve (admin: bans, reload, dry run)
 //!                                                      ├─► Reloader::run  (watch, rebuild, swap)
 //!                                                      └─► Agent::spawn_tasks (eviction, insight)
 //! ```
@@ -19,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,10 +30,12 @@ use crate::agent::{Agent, AgentSettings};
 use crate::config::{Config, ConfigErrors, LogFormat, LogSettings};
 use crate::engine::Engine;
 use crate::insight::InvalidInsight;
-use crate::ops::{self, Endpoints};
+use crate::ops::{self, Admin, AdminSettings, Endpoints};
 use crate::reload::{Reloader, Stamps};
 use crate::rules::LoadErrors;
-use crate::server::{self, Listener, Service};
+use crate::server::{self, Service};
+use crate::util::listener::SocketAccess;
+use crate::util::{unix_now_u32, Listen, Listener};
 
 /// Why an agent did not start.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,9 @@ pub enum StartError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// The admin listener cannot be set up as configured (token file, socket group).
+    #[error("[admin]: {0}")]
+    Admin(String),
     /// The traffic-insight settings are invalid.
     #[error(transparent)]
     Insight(#[from] InvalidInsight),
@@ -67,6 +73,7 @@ pub struct Running {
     agent: Arc<Agent>,
     spop_addr: Option<SocketAddr>,
     ops_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     /// Stops the operations listener, which outlives the SPOP side so that `/readyz`
     /// says 503 while connections drain.
@@ -90,6 +97,11 @@ impl Running {
     /// The operations listener's address, when `[metrics] listen` is set.
     pub fn ops_addr(&self) -> Option<SocketAddr> {
         self.ops_addr
+    }
+
+    /// The admin listener's address, when `[admin] listen` is a TCP address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The token whose cancellation starts a graceful shutdown.
@@ -165,19 +177,37 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     let settings = AgentSettings {
         deny_lines_per_second: config.startup.log.deny_lines_per_second,
         insight: Some(config.startup.insight.clone()),
+        bans: config.startup.bans.clone(),
     };
     let agent = Arc::new(Agent::new(engine, &settings)?);
+    restore_bans(&agent);
     let (shutdown, ops_stop) = (CancellationToken::new(), CancellationToken::new());
     let tasks = TaskTracker::new();
+    let (reload_requests, reload_queue) = mpsc::channel(4);
+    let admin_addr = match &config.startup.admin.listen {
+        Some(listen) => {
+            let listener = bind_admin(&config.startup.admin, listen)?;
+            let bound = listener.local_addr();
+            let admin = Admin::new(
+                agent.clone(),
+                admin_token(&config.startup.admin, listen)?,
+                reload_requests,
+            );
+            tasks.spawn(ops::http::serve(listener, admin, ops_stop.clone()));
+            info!(listen = %listen, "admin API (bans, rules, reload, dry-run) on {listen}");
+            bound
+        }
+        None => None,
+    };
     let (ops_addr, endpoints): (_, Option<Arc<Endpoints>>) = match config.startup.metrics.listen {
         Some(addr) => {
-            let listener = ops::http::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind {
+            let listener = Listener::bind(&Listen::Tcp(addr), OPS_BACKLOG).map_err(|source| {
+                StartError::Bind {
                     what: "metrics.listen",
                     listen: addr.to_string(),
                     source,
-                })?;
+                }
+            })?;
             let bound = listener.local_addr().unwrap_or(addr);
             let endpoints = Endpoints::new(agent.clone());
             tasks.spawn(ops::http::serve(
@@ -200,7 +230,7 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     info!(listen = %server_settings.listen, version = env!("CARGO_PKG_VERSION"), "spoa-guard listening");
     let reloader = Reloader::new(config, stamps, agent.clone());
     info!(dirs = ?reloader.watched_dirs(), "watching rule files");
-    tasks.spawn(reloader.run(reload.clone(), shutdown.clone()));
+    tasks.spawn(reloader.run(reload.clone(), reload_queue, shutdown.clone()));
     if let Some(endpoints) = &endpoints {
         endpoints.set_ready(true);
         let (endpoints, stopping) = (endpoints.clone(), shutdown.clone());
@@ -220,12 +250,66 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
         agent,
         spop_addr,
         ops_addr,
+        admin_addr,
         shutdown,
         ops_stop,
         reload,
         tasks,
         server,
     })
+}
+
+/// Listen backlog of the operations listeners.
+const OPS_BACKLOG: u32 = 1024;
+
+/// Puts the bans of `[bans] state_file` back, before anything is served. A file that
+/// cannot be used is logged and set aside, never a reason not to start.
+fn restore_bans(agent: &Agent) {
+    let Some(path) = agent.controls.settings().state_file.clone() else {
+        return;
+    };
+    let loaded = crate::bans::state::load(&path, unix_now_u32());
+    for problem in &loaded.problems {
+        error!(target: "spoa_guard::bans", "{problem}");
+    }
+    let (count, expired) = (loaded.bans.len(), loaded.expired);
+    let refused = agent.controls.restore(loaded.bans);
+    if refused > 0 {
+        warn!(target: "spoa_guard::bans", refused, "bans from the state file refused ([bans] max_entries reached)");
+    }
+    info!(target: "spoa_guard::bans", file = %path.display(), restored = count - refused, expired, "bans restored");
+}
+
+/// Binds the admin listener: a unix socket with its configured mode and group.
+fn bind_admin(settings: &AdminSettings, listen: &Listen) -> Result<Listener, StartError> {
+    let gid = settings
+        .socket_group
+        .as_deref()
+        .map(ops::admin::group_id)
+        .transpose()
+        .map_err(StartError::Admin)?;
+    let access = SocketAccess {
+        mode: settings.mode(),
+        gid,
+    };
+    Listener::bind_with(listen, OPS_BACKLOG, Some(access)).map_err(|source| StartError::Bind {
+        what: "admin.listen",
+        listen: listen.to_string(),
+        source,
+    })
+}
+
+/// The bearer token TCP admin clients must send; `None` on a unix socket.
+fn admin_token(settings: &AdminSettings, listen: &Listen) -> Result<Option<String>, StartError> {
+    match (listen, &settings.token_file) {
+        (Listen::Unix(_), _) => Ok(None),
+        (Listen::Tcp(_), Some(path)) => ops::admin::read_token(path)
+            .map(Some)
+            .map_err(StartError::Admin),
+        (Listen::Tcp(addr), None) => Err(StartError::Admin(format!(
+            "listen = {addr} is TCP and no token_file is set; refusing to start"
+        ))),
+    }
 }
 
 /// Loads the rules of `config`, logging each error.

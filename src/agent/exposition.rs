@@ -26,12 +26,16 @@ struct AgentCollector {
 impl Collector for AgentCollector {
     fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let rules = self.agent.in_force();
+        let bans_by_origin = self.agent.controls.read().count_by_origin();
+        let now = crate::util::unix_now_u32();
         exposition::encode_all(
             encoder,
             &Sources {
                 metrics: &self.agent.metrics,
                 engine: &rules.engine,
                 insight: self.agent.insight(),
+                bans_by_origin: &bans_by_origin,
+                dry_run_switch: self.agent.controls.dry_run_until(now).is_some(),
             },
         )
     }

@@ -9,30 +9,37 @@
 //! today those recorders; later bans, escalation, fleet counting — plugs in there, not
 //! in the connection code.
 //!
+//! Beside the rules, the agent holds the runtime state an operator changes without a
+//! reload ([`Controls`]: the bans and the global dry-run switch, `controls.rs`); the
+//! decider reads it with the rules.
+//!
 //! The agent's periodic work (evicting idle rate-limit keys, folding traffic-insight
-//! samples into their windows) is started by [`Agent::spawn_tasks`] (`tasks.rs`), and its
+//! samples into their windows, expiring and saving bans) is started by [`Agent::spawn_tasks`] (`tasks.rs`), and its
 //! Prometheus collector lives in `exposition.rs`.
 //!
 //! The agent knows nothing about sockets or frames: it takes a [`Request`] and the time,
 //! and returns a [`Verdict`].
 
+mod controls;
 mod exposition;
 mod record;
 mod tasks;
 
+pub use controls::{Actor, Controls, EXPIRE_SLICE};
 pub use exposition::registry;
-pub use tasks::{AGGREGATE_INTERVAL, EVICT_INTERVAL};
+pub use tasks::{AGGREGATE_INTERVAL, EVICT_INTERVAL, EXPIRE_INTERVAL, SAVE_INTERVAL};
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, Guard};
 
+use crate::bans::{BanSettings, BanStore};
 use crate::decision::{Request, Verdict};
-use crate::engine::Engine;
+use crate::engine::{Context, Engine};
 use crate::insight::{Insight, InsightConfig, InvalidInsight};
 use crate::metrics::{Hit, HitTable, Metrics};
-use crate::util::{unix_now, LogThrottle};
+use crate::util::{unix_now, unix_now_u32, LogThrottle};
 
 /// How the agent records decisions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,7 +48,28 @@ pub struct AgentSettings {
     pub deny_lines_per_second: u32,
     /// Traffic insight windows; `None` turns insight off.
     pub insight: Option<InsightConfig>,
+    /// `[bans]`.
+    pub bans: BanSettings,
 }
+
+/// What the last reload attempt did, for the admin API (`spoa-guard rules`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReloadReport {
+    /// When it ended, Unix seconds.
+    pub at: u64,
+    /// What started it: `signal`, `watch`, `poll`, `admin`.
+    pub cause: String,
+    /// Whether the new rules are in force.
+    pub applied: bool,
+    /// Every error (`file:line: what is wrong`) when it failed.
+    pub errors: Vec<String>,
+    /// Changed settings that only a restart applies.
+    pub restart_needed: Vec<String>,
+}
+
+/// A request to reload now, answered with the attempt's report (the admin API's `POST
+/// /reload`; the reloader serves it).
+pub type ReloadRequest = tokio::sync::oneshot::Sender<ReloadReport>;
 
 /// The rules in force: an engine and the hit counters of its rules, swapped together.
 #[derive(Debug)]
@@ -59,12 +87,16 @@ pub struct Agent {
     in_force: ArcSwap<InForce>,
     /// Counters.
     pub metrics: Metrics,
+    /// Bans and the global dry-run switch: runtime state no reload touches.
+    pub controls: Controls,
     /// Heavy hitters for `/top`; `None` when turned off.
     insight: Option<Insight>,
     /// Paces deny log lines; `None`: denies are not logged.
     deny_log: Option<LogThrottle>,
     /// Keeps the "bad src" warning to one line per interval.
     invalid_src_log: LogThrottle,
+    /// The last reload attempt; `None` before the first.
+    last_reload: Mutex<Option<ReloadReport>>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -97,6 +129,7 @@ impl Agent {
             engine,
             insight,
             settings.deny_lines_per_second,
+            settings.bans.clone(),
         ))
     }
 
@@ -105,21 +138,44 @@ impl Agent {
         // The default settings are valid (a test says so); were they not, the agent
         // would simply run without insight.
         let insight = Insight::new(&InsightConfig::default(), Instant::now()).ok();
-        Agent::assemble(engine, insight, 0)
+        Agent::assemble(engine, insight, 0, BanSettings::default())
     }
 
-    fn assemble(engine: Engine, insight: Option<Insight>, deny_lines_per_second: u32) -> Agent {
+    fn assemble(
+        engine: Engine,
+        insight: Option<Insight>,
+        deny_lines_per_second: u32,
+        bans: BanSettings,
+    ) -> Agent {
         let metrics = Metrics::default();
         let in_force = ArcSwap::from_pointee(in_force(&metrics, engine));
         metrics.rules_loaded_unix_seconds.set_u64(unix_now());
         Agent {
             in_force,
             metrics,
+            controls: Controls::new(bans),
             insight,
             deny_log: (deny_lines_per_second > 0)
                 .then(|| LogThrottle::new(Duration::from_secs(1) / deny_lines_per_second)),
             invalid_src_log: LogThrottle::new(INVALID_SRC_LOG_INTERVAL),
+            last_reload: Mutex::new(None),
         }
+    }
+
+    /// The last reload attempt, if any.
+    pub fn last_reload(&self) -> Option<ReloadReport> {
+        self.last_reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Records a reload attempt.
+    pub fn set_last_reload(&self, report: ReloadReport) {
+        *self
+            .last_reload
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(report);
     }
 
     /// The rules in force now.
@@ -150,10 +206,17 @@ impl Agent {
     /// Decides requests with the rules in force now: take one per batch of requests, so
     /// that a batch is decided by one rule set (a reload swaps in the next one between
     /// batches).
+    ///
+    /// The batch also reads the bans under one read lock and one reading of the wall
+    /// clock and of the dry-run switch: a ban set meanwhile applies from the next batch.
     pub fn decider(&self) -> Decider<'_> {
+        let unix_now = unix_now_u32();
         Decider {
             agent: self,
             rules: self.in_force.load(),
+            bans: self.controls.read(),
+            unix_now,
+            dry_run_all: self.controls.dry_run_until(unix_now).is_some(),
         }
     }
 }
@@ -162,6 +225,9 @@ impl Agent {
 pub struct Decider<'a> {
     agent: &'a Agent,
     rules: Guard<Arc<InForce>>,
+    bans: RwLockReadGuard<'a, BanStore>,
+    unix_now: u32,
+    dry_run_all: bool,
 }
 
 impl Decider<'_> {
@@ -169,7 +235,13 @@ impl Decider<'_> {
     /// traffic insight, the deny log.
     #[inline]
     pub fn decide(&self, request: &Request<'_>, now: Instant) -> Verdict {
-        let verdict = self.rules.engine.evaluate(request, now);
+        let context = Context {
+            now,
+            unix_now: self.unix_now,
+            bans: Some(&self.bans),
+            dry_run_all: self.dry_run_all,
+        };
+        let verdict = self.rules.engine.evaluate_in(request, &context);
         record::decision(self.agent, &self.rules, request, &verdict, now);
         verdict
     }

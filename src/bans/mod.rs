@@ -9,11 +9,13 @@
 //! them concurrently are the callers'.
 
 mod escalation;
+mod settings;
 pub mod state;
 mod store;
 mod target;
 
 pub use escalation::{Escalation, Offences};
+pub use settings::BanSettings;
 pub use store::{AddError, Added, Ban, BanStore, Hit};
 pub use target::{Target, TargetError};
 

@@ -21,6 +21,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use bytes::Bytes;
 use foldhash::fast::RandomState;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -48,7 +49,7 @@ pub struct Hit {
     /// The ban's target (the network or AS that covers the request).
     pub target: Target,
     /// The ban's origin (`manual` or the auto-ban rule), the verdict's `rule`.
-    pub origin: Arc<str>,
+    pub origin: Bytes,
     /// When it stops denying, Unix seconds.
     pub expires_at: u32,
 }
@@ -101,6 +102,8 @@ struct Entry {
 #[derive(Debug)]
 struct Label {
     origin: Arc<str>,
+    /// The origin as the verdict's `rule`, made once so a banned request copies nothing.
+    rule: Bytes,
     reason: Arc<str>,
     bans: u32,
 }
@@ -227,7 +230,7 @@ impl BanStore {
         let label = self.labels.get(usize::try_from(entry.label).ok()?)?;
         Some(Hit {
             target,
-            origin: Arc::clone(&label.origin),
+            origin: label.rule.clone(),
             expires_at: entry.expires_at,
         })
     }
@@ -386,6 +389,7 @@ impl BanStore {
         }
         let label = Label {
             origin: Arc::clone(origin),
+            rule: Bytes::copy_from_slice(origin.as_bytes()),
             reason: Arc::clone(reason),
             bans: 1,
         };

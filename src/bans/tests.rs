@@ -70,7 +70,7 @@ fn the_most_specific_ban_covering_an_address_is_found() {
     assert_eq!(hit(&store, "198.51.100.1", Some(64497), NOW), None);
 
     let found = store.lookup(ip("203.0.113.7"), None, NOW).unwrap();
-    assert_eq!(&*found.origin, "login-abuse");
+    assert_eq!(&found.origin[..], b"login-abuse");
     assert_eq!(found.expires_at, NOW + 600);
 }
 

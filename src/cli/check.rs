@@ -31,7 +31,7 @@ pub fn run(path: &Path) -> ExitCode {
         Some(addr) => say!("  metrics:        http://{addr}/metrics, /healthz, /readyz"),
         None => say!("  metrics:        off ([metrics] listen not set)"),
     }
-    for step in Step::iter() {
+    for step in Step::iter().filter(|s| s.has_rules()) {
         let title = format!("{}:", step.info().title);
         say!("  {title:<15} {}", summary.step(step).describe());
     }

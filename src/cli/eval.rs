@@ -14,7 +14,7 @@ use serde_json::{json, Map, Value as Json};
 
 use super::say;
 use crate::decision::{canonical, Decision, Request, Verdict};
-use crate::engine::Explanation;
+use crate::engine::{Context, Explanation};
 use crate::spop::{Arg, ArgRef, TypedData, Value};
 
 /// The request to evaluate.
@@ -86,7 +86,7 @@ pub fn run(path: &Path, args: &EvalArgs) -> ExitCode {
     for _ in 1..args.repeat {
         engine.evaluate(&request, now);
     }
-    let (verdict, explanation) = engine.explain(&request, now);
+    let (verdict, explanation) = engine.explain(&request, &Context::rules_only(now));
     if args.json {
         say!("{}", as_json(&request, args.repeat, &explanation, &verdict));
     } else {

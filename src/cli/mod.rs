@@ -1,13 +1,18 @@
 //! The command line: `serve` (the default, in [`crate::serve`]) runs the agent; the
 //! other commands are tools around it, each in its own module — [`check`] validates a
 //! configuration and every rule file, [`eval`] explains the decision for one request,
-//! [`top`] shows who is hitting a running agent.
+//! [`top`] shows who is hitting a running agent, and the [`admin`] commands (`ban`,
+//! `unban`, `bans`, `rules`, `reload`, `dry-run`) change and show what a running agent
+//! has in force, through its admin API ([`client`] is the HTTP client of both).
 //!
 //! Output goes to stdout through `say!`, which ignores a closed pipe
 //! (`spoa-guard check | head`); problems go to stderr. Exit codes: 0 success, 1 a check
-//! failed (or, with `eval --exit-code`, the request would be denied), 2 a usage error.
+//! failed or a request was refused (or, with `eval --exit-code`, the request would be
+//! denied), 2 a usage error, 3 the agent could not be reached.
 
+pub mod admin;
 pub mod check;
+pub mod client;
 pub mod eval;
 pub mod top;
 
@@ -15,6 +20,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use admin::AdminCommand;
 
 /// `println!` that ignores a closed stdout instead of panicking.
 macro_rules! say {
@@ -49,6 +56,18 @@ pub enum Command {
     /// Show who is hitting a running agent (sources, networks, ASNs, paths, hosts, user
     /// agents), refreshed like top; reads GET /top from its operations listener (metrics.listen).
     Top(top::TopArgs),
+    /// Ban an address, a network or an AS on the running agent, for a while.
+    Ban(admin::BanArgs),
+    /// Lift a ban on the running agent.
+    Unban(admin::UnbanArgs),
+    /// List the bans in force on the running agent.
+    Bans(admin::ListArgs),
+    /// Show the rules the running agent has in force, with their mode, size and hits.
+    Rules(admin::ListArgs),
+    /// Make the running agent reload its rules now, and show the result.
+    Reload,
+    /// The kill switch: every rule and ban reports but none denies, until off or expiry.
+    DryRun(admin::DryRunArgs),
 }
 
 impl Cli {
@@ -59,7 +78,19 @@ impl Cli {
             Some(Command::Check) => Some(check::run(&self.config)),
             Some(Command::Eval(args)) => Some(eval::run(&self.config, args)),
             Some(Command::Top(args)) => Some(top::run(&self.config, args)),
+            Some(Command::Ban(args)) => Some(self.admin(&AdminCommand::Ban(args))),
+            Some(Command::Unban(args)) => Some(self.admin(&AdminCommand::Unban(args))),
+            Some(Command::Bans(args)) => Some(self.admin(&AdminCommand::Bans(args))),
+            Some(Command::Rules(args)) => Some(self.admin(&AdminCommand::Rules(args))),
+            Some(Command::Reload) => Some(self.admin(&AdminCommand::Reload)),
+            Some(Command::DryRun(args)) => Some(self.admin(&AdminCommand::DryRun(args))),
         }
+    }
+}
+
+impl Cli {
+    fn admin(&self, command: &AdminCommand<'_>) -> ExitCode {
+        admin::run(&self.config, command)
     }
 }
 

@@ -11,19 +11,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::header::HOST;
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use hyper::Method;
 
+use super::client::{percent, Call, ClientError, TIMEOUT as FETCH_TIMEOUT};
 use super::say;
 use crate::config::Config;
 use crate::insight::{ClassTop, Dimension, TopReport};
-
-/// How long one fetch may take.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::util::Listen;
 
 /// The dimensions in display order, with their titles.
 const DIMENSIONS: [(Dimension, &str); 6] = [
@@ -122,22 +116,9 @@ pub fn run(config: &Path, args: &TopArgs) -> ExitCode {
 /// Why the report could not be read, in words for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    /// Nothing listens there.
-    #[error("cannot connect to {addr}: {source} (is [metrics] listen set?)")]
-    Connect {
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// HTTP failed.
-    #[error("{addr}: {source}")]
-    Http {
-        /// Where.
-        addr: SocketAddr,
-        /// Why.
-        source: hyper::Error,
-    },
+    /// No answer.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The agent answered with an error.
     #[error("{addr}/top: {status}: {body}")]
     Status {
@@ -145,7 +126,7 @@ pub enum FetchError {
         addr: SocketAddr,
         /// The status.
         status: hyper::StatusCode,
-        /// The answer's body.
+        /// The answer's first line.
         body: String,
     },
     /// The answer is not a report.
@@ -156,9 +137,6 @@ pub enum FetchError {
         /// Why.
         source: serde_json::Error,
     },
-    /// No answer in time.
-    #[error("{0}: no answer within {FETCH_TIMEOUT:?}")]
-    Timeout(SocketAddr),
 }
 
 /// Fetches `GET /top?window=…&n=…` from the agent at `addr`.
@@ -167,53 +145,23 @@ pub enum FetchError {
 ///
 /// Connection refused, timeout, a non-200 answer or a body that is not a report.
 pub async fn fetch(addr: SocketAddr, window: &str, n: usize) -> Result<TopReport, FetchError> {
-    let fetch = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|source| FetchError::Connect { addr, source })?;
-        let http = |source| FetchError::Http { addr, source };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        tokio::spawn(connection);
-        let uri = format!("/top?window={}&n={n}", percent(window));
-        let request = Request::get(uri)
-            .header(HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|_| FetchError::Status {
-                addr,
-                status: hyper::StatusCode::BAD_REQUEST,
-                body: format!("--window {window:?} cannot be sent"),
-            })?;
-        let response = sender.send_request(request).await.map_err(http)?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(http)?
-            .to_bytes();
-        if !status.is_success() {
-            let body = String::from_utf8_lossy(&body).trim().to_string();
-            return Err(FetchError::Status { addr, status, body });
-        }
-        serde_json::from_slice(&body).map_err(|source| FetchError::Json { addr, source })
+    let at = Listen::Tcp(addr);
+    let call = Call {
+        at: &at,
+        hint: " (is [metrics] listen set?)",
+        token: None,
+        timeout: FETCH_TIMEOUT,
     };
-    tokio::time::timeout(FETCH_TIMEOUT, fetch)
-        .await
-        .map_err(|_| FetchError::Timeout(addr))?
-}
-
-/// `text` with everything but unreserved characters percent-encoded, for a query value.
-fn percent(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let uri = format!("/top?window={}&n={n}", percent(window));
+    let answer = call.send(Method::GET, &uri, None).await?;
+    if !answer.status.is_success() {
+        return Err(FetchError::Status {
+            addr,
+            status: answer.status,
+            body: answer.reason(),
+        });
+    }
+    serde_json::from_slice(&answer.body).map_err(|source| FetchError::Json { addr, source })
 }
 
 /// Renders a report for `class`, `width` columns wide.

@@ -46,9 +46,11 @@ use crate::util::settings::Severity;
 use crate::util::{Invalid, KeyPath};
 
 /// The sections a configuration may have, in the order they are read.
-pub const SECTIONS: [&str; 9] = [
+pub const SECTIONS: [&str; 11] = [
     "server",
     "metrics",
+    "admin",
+    "bans",
     "log",
     "reload",
     "insight",
@@ -186,6 +188,8 @@ fn assemble(doc: &Document<'_>, errors: &mut Vec<ConfigError>) -> Config {
         log: reader.table("log"),
         reload: reader.table("reload"),
         insight: reader.table("insight"),
+        bans: reader.table("bans"),
+        admin: reader.table("admin"),
     };
     let mut rules = RuleSettings {
         lists: reader.table("lists"),
@@ -209,6 +213,8 @@ fn assemble(doc: &Document<'_>, errors: &mut Vec<ConfigError>) -> Config {
         .map(Path::to_path_buf)
         .unwrap_or_default();
     startup.server.rebase(&base);
+    startup.bans.rebase(&base);
+    startup.admin.rebase(&base);
     rules.rebase(&base);
     Config {
         path: doc.path().to_path_buf(),
@@ -230,12 +236,29 @@ fn validate(startup: &Startup, rules: &RuleSettings) -> Vec<Invalid> {
     problems.extend(within("log", startup.log.validate()));
     problems.extend(within("reload", startup.reload.validate()));
     problems.extend(within("insight", startup.insight.validate()));
+    problems.extend(within("bans", startup.bans.validate()));
+    problems.extend(within("admin", startup.admin.validate()));
     problems.extend(rules.validate());
     if let (Some(metrics), Listen::Tcp(spop)) = (startup.metrics.listen, &startup.server.listen) {
         if metrics == *spop && metrics.port() != 0 {
             problems.push(Invalid::error(
                 KeyPath::of("metrics").key("listen"),
                 format!("{metrics} is also server.listen; use another port"),
+            ));
+        }
+    }
+    if let Some(admin) = &startup.admin.listen {
+        let metrics = startup.metrics.listen.map(Listen::Tcp);
+        let clash = match admin {
+            Listen::Tcp(addr) if addr.port() == 0 => None,
+            _ if *admin == startup.server.listen => Some("server.listen"),
+            _ if Some(admin) == metrics.as_ref() => Some("metrics.listen"),
+            _ => None,
+        };
+        if let Some(other) = clash {
+            problems.push(Invalid::error(
+                KeyPath::of("admin").key("listen"),
+                format!("{admin} is also {other}; use another address"),
             ));
         }
     }

@@ -1,14 +1,15 @@
 //! The start-up sections that belong to the layers above `config` — `[log]` (read by
 //! `serve` to set up logging) and `[reload]` (read by the reloader) — and [`Startup`],
 //! every section that only takes effect at start. The sections of the layers below
-//! (`[server]`, `[metrics]`, `[insight]`) are owned by those layers.
+//! (`[server]`, `[metrics]`, `[admin]`, `[insight]`, `[bans]`) are owned by those layers.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bans::BanSettings;
 use crate::insight::InsightConfig;
-use crate::ops::MetricsSettings;
+use crate::ops::{AdminSettings, MetricsSettings};
 use crate::server::ServerSettings;
 use crate::util::{Invalid, KeyPath};
 
@@ -26,6 +27,10 @@ pub struct Startup {
     pub reload: ReloadSettings,
     /// `[insight]`: the traffic-insight windows behind `/top`.
     pub insight: InsightConfig,
+    /// `[bans]`: the ban state file and limits on bans.
+    pub bans: BanSettings,
+    /// `[admin]`: the admin listener.
+    pub admin: AdminSettings,
 }
 
 /// `[log]`.

@@ -35,6 +35,8 @@ impl Decision {
 pub enum Reason {
     /// The source is in an allow list.
     Allowlist,
+    /// The source (its address, a network around it or its AS) has a runtime ban.
+    Ban,
     /// The source is in a block list.
     Blocklist,
     /// The source's autonomous system is blocked.
@@ -52,6 +54,7 @@ impl Reason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Allowlist => "allowlist",
+            Self::Ban => "ban",
             Self::Blocklist => "blocklist",
             Self::Asn => "asn",
             Self::UserAgent => "user-agent",
@@ -73,7 +76,8 @@ pub struct Verdict {
     pub rule: Bytes,
     /// The rule that decided, numbered by the engine that decided (for its hit counter).
     pub rule_id: Option<RuleId>,
-    /// Seconds until the limit's bucket has a token again (rate-limit denies only).
+    /// Seconds until the limit's bucket has a token again (rate-limit denies), or until
+    /// the ban ends (ban denies).
     pub retry_after: Option<u32>,
     /// The source's autonomous system, when a database is loaded and knows the address.
     pub asn: Option<u32>,

@@ -11,21 +11,29 @@
 //! decides wins:
 //!
 //! 1. **allowlist** → `allow`, nothing else is evaluated;
-//! 2. **blocklist** → `deny`;
-//! 3. **asn**: the source's AS is blocked → `deny` (rule `AS<n>`);
-//! 4. **user-agent**: the first matching rule decides the step: `deny` → `deny`;
+//! 2. **ban**: a runtime ban covers the source's address, a network around it or its AS
+//!    → `deny` (rule = the ban's origin, `retry_after` = seconds left). Bans are not
+//!    rules: they come with the [`Context`] (the agent's ban store), not the engine;
+//! 3. **blocklist** → `deny`;
+//! 4. **asn**: the source's AS is blocked → `deny` (rule `AS<n>`);
+//! 5. **user-agent**: the first matching rule decides the step: `deny` → `deny`;
 //!    `allow` → no later user-agent rule applies, but rate limits still do, and the
 //!    result is `allow` with reason `user-agent` if nothing later denies;
-//! 5. **rate limits**: every limit that applies takes one token from its bucket; an empty
+//! 6. **rate limits**: every limit that applies takes one token from its bucket; an empty
 //!    bucket → `deny` with status 429 and a retry-after hint (the first empty limit in
 //!    configuration order names the rule; the hint is the longest wait among them);
-//! 6. otherwise `allow`, reason `none`.
+//! 7. otherwise `allow`, reason `none`.
 //!
 //! A **dry-run** rule is evaluated and counted like the others but never changes the
 //! decision: a dry-run list or user-agent rule does not stop evaluation, a dry-run limit
 //! takes tokens but never denies. Every dry-run rule that matches is recorded in the
 //! verdict's `dry_run_hits` (each gets its hit counted); the first one (in evaluation
 //! order) that would have denied is reported as `dry_run`.
+//!
+//! The **global dry-run switch** ([`Context::dry_run_all`], the operator's kill switch)
+//! makes every rule, and every ban, a dry-run one: a step's deny is recorded as a
+//! dry-run hit and evaluation goes on, so the request ends `allow` with `dry_run` naming
+//! the first step that would have denied.
 //!
 //! Every rule has a number ([`RuleTable`]): a verdict names the rule behind it by number,
 //! so that counting is an index; the table also tells metrics, `check` and `eval` what the
@@ -52,10 +60,38 @@ pub use settings::RuleSettings;
 pub use step::{Measure, Step, StepInfo};
 pub use table::{RuleInfo, RuleTable, StepSummary, Summary, ASN_RULE};
 
-use crate::decision::{Request, Verdict};
+use crate::bans::BanStore;
+use crate::decision::{Decision, Request, Verdict};
 use crate::limits::Limits;
 use crate::rules::{LoadError, LoadErrors, RuleSet};
 use steps::{Evaluation, Flow};
+
+/// What a request is decided against besides the rules: the clocks, and the agent's
+/// runtime state.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'s> {
+    /// Monotonic now, for rate-limit buckets.
+    pub now: Instant,
+    /// Wall-clock now in Unix seconds, for ban expiries.
+    pub unix_now: u32,
+    /// The bans in force; `None`: not consulted (offline `eval`).
+    pub bans: Option<&'s BanStore>,
+    /// The global dry-run switch: every deny is reported as a dry-run hit, none is
+    /// enforced.
+    pub dry_run_all: bool,
+}
+
+impl Context<'static> {
+    /// Rules only, at `now`: no bans, switch off.
+    pub fn rules_only(now: Instant) -> Context<'static> {
+        Context {
+            now,
+            unix_now: crate::util::unix_now_u32(),
+            bans: None,
+            dry_run_all: false,
+        }
+    }
+}
 
 /// Compiled rules and rate-limit state, ready to evaluate requests. Shared behind an
 /// `Arc` and replaced whole on reload; rate-limit buckets of unchanged limits are carried
@@ -152,15 +188,21 @@ impl Engine {
     /// assert_eq!(&verdict.rule[..], b"drop");
     /// ```
     pub fn evaluate(&self, request: &Request<'_>, now: Instant) -> Verdict {
-        self.run(request, now, &mut Silent, false)
+        self.run(request, &Context::rules_only(now), &mut Silent, false)
     }
 
-    /// Decides one request like [`Engine::evaluate`] (rate-limit tokens are taken too)
-    /// and collects what every step says, including the steps after the decision (which
-    /// take no token and count nothing), for `spoa-guard eval`.
-    pub fn explain(&self, request: &Request<'_>, now: Instant) -> (Verdict, Explanation) {
+    /// Decides one request in `context`: the rules, the bans and the dry-run switch.
+    #[inline]
+    pub fn evaluate_in(&self, request: &Request<'_>, context: &Context<'_>) -> Verdict {
+        self.run(request, context, &mut Silent, false)
+    }
+
+    /// Decides one request like [`Engine::evaluate_in`] (rate-limit tokens are taken
+    /// too) and collects what every step says, including the steps after the decision
+    /// (which take no token and count nothing), for `spoa-guard eval`.
+    pub fn explain(&self, request: &Request<'_>, context: &Context<'_>) -> (Verdict, Explanation) {
         let mut explanation = Explanation::default();
-        let verdict = self.run(request, now, &mut explanation, true);
+        let verdict = self.run(request, context, &mut explanation, true);
         (verdict, explanation)
     }
 
@@ -170,7 +212,7 @@ impl Engine {
     fn run<N: Notes>(
         &self,
         request: &Request<'_>,
-        now: Instant,
+        context: &Context<'_>,
         notes: &mut N,
         past_decision: bool,
     ) -> Verdict {
@@ -189,7 +231,9 @@ impl Engine {
             request,
             src,
             asn,
-            now,
+            now: context.now,
+            unix_now: context.unix_now,
+            bans: context.bans,
             reached: true,
             dry_run: None,
             dry_run_hits: Default::default(),
@@ -203,13 +247,18 @@ impl Engine {
             ev.reached = decided.is_none();
             notes.step(step, ev.reached);
             if let (Flow::Decide(verdict), None) = (steps::run(step, &mut ev, notes), &decided) {
+                if context.dry_run_all && verdict.decision == Decision::Deny {
+                    notes.note(|| Note::DryRunSwitch);
+                    ev.switched_to_dry_run(&verdict);
+                    continue;
+                }
                 decided = Some(verdict);
             }
         }
         let mut verdict = decided.unwrap_or_else(|| match ev.allowed_by {
             Some((id, name)) => {
                 let mut v = Verdict::new(
-                    crate::decision::Decision::Allow,
+                    Decision::Allow,
                     crate::decision::Reason::UserAgent,
                     name.clone(),
                 );
@@ -490,7 +539,7 @@ dry_run = true
         let (e, _dir) = engine(CONFIG, FILES);
         let (v, explanation) = e.explain(
             &request("192.0.2.1", Some("sqlmap/1.7"), "/login"),
-            Instant::now(),
+            &Context::rules_only(Instant::now()),
         );
         assert_eq!(v.reason, Reason::UserAgent);
         let text = explanation.lines().join("\n");
@@ -520,7 +569,7 @@ dry_run = true
         let now = Instant::now();
         // 198.51.100.9 is blocklisted; its user agent is a scanner and /login is limited.
         let blocked = request("198.51.100.9", Some("sqlmap/1.7"), "/login");
-        let (v, explanation) = e.explain(&blocked, now);
+        let (v, explanation) = e.explain(&blocked, &Context::rules_only(now));
         assert_eq!(
             outcome(&v),
             (Decision::Deny, Reason::Blocklist, "drop".into())
@@ -534,6 +583,7 @@ dry_run = true
             reached,
             [
                 (Step::Allowlist, true),
+                (Step::Ban, true),
                 (Step::Blocklist, true),
                 (Step::Asn, false),
                 (Step::UserAgent, false),
@@ -542,6 +592,7 @@ dry_run = true
         );
         let text = explanation.lines().join("\n");
         for needle in [
+            "ban: not consulted (bans live in the running agent",
             "blocklist: drop matches → deny",
             "(not reached) user-agent: rule scanners matches",
             "(not reached) limit login: a token is there (not taken)",
@@ -562,6 +613,104 @@ dry_run = true
         // The verdict is the hot path's.
         let (e2, _dir2) = engine(CONFIG, FILES);
         assert_eq!(e2.evaluate(&blocked, now), v);
+    }
+
+    /// `store` with `target` banned by `origin` from `now` for `seconds`.
+    fn banned(store: &mut BanStore, target: &str, origin: &str, now: u32, seconds: u32) {
+        store
+            .add(crate::bans::Ban {
+                target: target.parse().unwrap(),
+                origin: origin.into(),
+                reason: "INC-42".into(),
+                since: now,
+                expires_at: now + seconds,
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_ban_denies_after_the_allowlist_until_its_second() {
+        let (e, _dir) = engine(CONFIG, FILES);
+        let unix_now = 1_800_000_000;
+        let mut bans = BanStore::new(100);
+        banned(&mut bans, "203.0.113.0/24", "manual", unix_now, 60);
+        banned(&mut bans, "192.0.2.10", "login-abuse", unix_now, 60);
+        banned(&mut bans, "AS64496", "asn-abuse", unix_now, 600);
+        let at = |unix_now| Context {
+            now: Instant::now(),
+            unix_now,
+            bans: Some(&bans),
+            dry_run_all: false,
+        };
+        let v = e.evaluate_in(
+            &request("203.0.113.9", Some("Firefox"), "/"),
+            &at(unix_now + 15),
+        );
+        assert_eq!(outcome(&v), (Decision::Deny, Reason::Ban, "manual".into()));
+        assert_eq!((v.retry_after, v.status()), (Some(45), Some(403)));
+        // The allowlist wins over a ban of the same address.
+        let v = e.evaluate_in(&request("192.0.2.10", None, "/"), &at(unix_now));
+        assert_eq!(v.reason, Reason::Allowlist);
+        // An AS ban covers every address of the AS.
+        let v = e.evaluate_in(&request("192.0.2.77", Some("Firefox"), "/"), &at(unix_now));
+        assert_eq!(
+            outcome(&v),
+            (Decision::Deny, Reason::Ban, "asn-abuse".into())
+        );
+        assert_eq!(v.asn, Some(64496));
+        // At its expiry second the ban stops denying: the request goes on to the rules.
+        let v = e.evaluate_in(
+            &request("203.0.113.9", Some("Firefox"), "/"),
+            &at(unix_now + 60),
+        );
+        assert_eq!(outcome(&v), (Decision::Deny, Reason::Asn, "AS64511".into()));
+        let v = e.evaluate_in(
+            &request("203.0.113.9", Some("Firefox"), "/"),
+            &at(unix_now + 59),
+        );
+        assert_eq!((v.reason, v.retry_after), (Reason::Ban, Some(1)));
+        // eval shows the ban.
+        let (_, explanation) = e.explain(&request("203.0.113.9", None, "/"), &at(unix_now));
+        let text = explanation.lines().join("\n");
+        assert!(
+            text.contains("ban: 203.0.113.0/24 is banned (manual, 60 s left) → deny"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_dry_run_switch_reports_every_deny_and_enforces_none() {
+        let (e, _dir) = engine(CONFIG, FILES);
+        let unix_now = 1_800_000_000;
+        let mut bans = BanStore::new(100);
+        banned(&mut bans, "198.51.100.0/24", "manual", unix_now, 60);
+        let context = Context {
+            now: Instant::now(),
+            unix_now,
+            bans: Some(&bans),
+            dry_run_all: true,
+        };
+        // Banned, blocklisted and a scanner: allowed, the ban named, every rule counted.
+        let r = request("198.51.100.7", Some("sqlmap/1.7"), "/");
+        let v = e.evaluate_in(&r, &context);
+        assert_eq!(outcome(&v), (Decision::Allow, Reason::None, String::new()));
+        let dry = v.dry_run.as_ref().unwrap();
+        assert_eq!((dry.reason, &dry.rule[..]), (Reason::Ban, &b"manual"[..]));
+        let hits: Vec<String> = v
+            .dry_run_hits
+            .iter()
+            .map(|&id| String::from_utf8_lossy(&e.table().get(id).unwrap().name).into_owned())
+            .collect();
+        assert_eq!(hits, ["new-drop", "drop", "scanners"]);
+        // The allowlist still allows.
+        let v = e.evaluate_in(&request("192.0.2.10", None, "/"), &context);
+        assert_eq!(v.reason, Reason::Allowlist);
+        let (_, explanation) = e.explain(&r, &context);
+        let text = explanation.lines().join("\n");
+        assert!(
+            text.contains("blocklist: the global dry-run switch is on"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -83,6 +83,26 @@ pub enum Note {
         /// Whether an ASN database is loaded.
         asn_database: bool,
     },
+    /// A runtime ban covers the source.
+    Banned {
+        /// What is banned: the address, the network around it, or its AS.
+        target: String,
+        /// Who set it: `manual` or the `[[auto_ban]]` rule.
+        origin: String,
+        /// Seconds until it ends.
+        expires_in: u32,
+        /// What it does.
+        effect: Effect,
+    },
+    /// No ban covers the source.
+    NotBanned {
+        /// Bans in force.
+        bans: usize,
+    },
+    /// Bans were not consulted: they are the running agent's state (offline `eval`).
+    BansNotConsulted,
+    /// The global dry-run switch is on: the deny above is reported, not enforced.
+    DryRunSwitch,
     /// A list holds the source.
     ListMatch {
         /// The list's name.
@@ -169,6 +189,23 @@ impl fmt::Display for Note {
                 asn_database: false,
             } => write!(f, "source {src} (no ASN database loaded)"),
             Note::Source { src, .. } => write!(f, "source {src} is not in the ASN database"),
+            Note::Banned {
+                target,
+                origin,
+                expires_in,
+                effect,
+            } => write!(
+                f,
+                "{target} is banned ({origin}, {expires_in} s left) → {}",
+                effect.words()
+            ),
+            Note::NotBanned { bans } => write!(f, "not banned ({bans} bans in force)"),
+            Note::BansNotConsulted => {
+                f.write_str("not consulted (bans live in the running agent: `spoa-guard bans`)")
+            }
+            Note::DryRunSwitch => {
+                f.write_str("the global dry-run switch is on: reported, not enforced")
+            }
             Note::ListMatch { list, effect } => match effect {
                 Effect::WouldAllow | Effect::WouldDeny => {
                     write!(f, "dry-run list {list} matches ({})", effect.words())

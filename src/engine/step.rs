@@ -15,6 +15,8 @@ use crate::decision::Reason;
 pub enum Step {
     /// Address allow lists: a match allows and nothing else is evaluated.
     Allowlist,
+    /// Runtime bans (not rules: the agent's ban store, outside the reloadable rule set).
+    Ban,
     /// Address block lists.
     Blocklist,
     /// The source's autonomous system in the blocked set.
@@ -56,8 +58,9 @@ pub enum Measure {
 impl Step {
     /// Every step, in evaluation order (what the pipeline runs; a constant, so the
     /// compiler unrolls it).
-    pub const ALL: [Step; 5] = [
+    pub const ALL: [Step; 6] = [
         Step::Allowlist,
+        Step::Ban,
         Step::Blocklist,
         Step::Asn,
         Step::UserAgent,
@@ -68,6 +71,7 @@ impl Step {
     pub fn reason(self) -> Reason {
         match self {
             Step::Allowlist => Reason::Allowlist,
+            Step::Ban => Reason::Ban,
             Step::Blocklist => Reason::Blocklist,
             Step::Asn => Reason::Asn,
             Step::UserAgent => Reason::UserAgent,
@@ -78,6 +82,12 @@ impl Step {
     /// The step's name, the same word as its reason: `user-agent`.
     pub fn as_str(self) -> &'static str {
         self.reason().as_str()
+    }
+
+    /// Whether the step evaluates configured rules (all but [`Step::Ban`], whose bans
+    /// are runtime state): the steps `check`, the rule table and the summary show.
+    pub fn has_rules(self) -> bool {
+        self != Step::Ban
     }
 
     /// How the step's rules are shown and counted.
@@ -92,6 +102,12 @@ impl Step {
                     ("allow_entries", EnforcedSize),
                     ("dry_run_entries", DryRunSize),
                 ],
+            },
+            Step::Ban => StepInfo {
+                title: "bans",
+                noun: ("ban", "bans"),
+                unit: "",
+                gauges: &[],
             },
             Step::Blocklist => StepInfo {
                 title: "block lists",

@@ -14,6 +14,7 @@ use super::notes::{Bucket, Effect, Note, Notes};
 use super::step::Step;
 use super::table::id;
 use super::Engine;
+use crate::bans::BanStore;
 use crate::decision::{Decision, DryRun, DryRunHits, Reason, Request, RuleAction, RuleId, Verdict};
 use crate::limits::{Limit, Take};
 use crate::rules::ip::IpMatcher;
@@ -33,6 +34,10 @@ pub(crate) struct Evaluation<'e, 'r, 'a> {
     pub src: IpAddr,
     pub asn: Option<u32>,
     pub now: Instant,
+    /// Wall-clock now, Unix seconds (ban expiries).
+    pub unix_now: u32,
+    /// The bans in force, when consulted.
+    pub bans: Option<&'e BanStore>,
     /// False while `eval` runs the steps after the decision: they record nothing and
     /// take no tokens.
     pub reached: bool,
@@ -58,11 +63,25 @@ impl Evaluation<'_, '_, '_> {
     }
 }
 
+impl Evaluation<'_, '_, '_> {
+    /// Records `verdict`, a deny the global dry-run switch keeps from being enforced, as
+    /// a dry-run hit.
+    pub(crate) fn switched_to_dry_run(&mut self, verdict: &Verdict) {
+        if let Some(id) = verdict.rule_id {
+            self.dry_run_hits.push(id);
+        }
+        if self.dry_run.is_none() {
+            self.dry_run = Some(DryRun::new(verdict.reason, verdict.rule.clone()));
+        }
+    }
+}
+
 /// Runs `step`.
 #[inline(always)]
 pub(crate) fn run(step: Step, ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     match step {
         Step::Allowlist => allowlist(ev, notes),
+        Step::Ban => ban(ev, notes),
         Step::Blocklist => blocklist(ev, notes),
         Step::Asn => asn(ev, notes),
         Step::UserAgent => user_agent(ev, notes),
@@ -113,7 +132,31 @@ pub(crate) fn allowlist(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes)
     Flow::Continue
 }
 
-/// Step 2: a block list holds the source → deny.
+/// Step 2: a runtime ban covers the source (its address, a network around it, its AS)
+/// → deny, rule = the ban's origin, `retry_after` = the seconds left.
+#[inline]
+pub(crate) fn ban(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
+    let Some(bans) = ev.bans else {
+        notes.note(|| Note::BansNotConsulted);
+        return Flow::Continue;
+    };
+    let Some(hit) = bans.lookup(ev.src, ev.asn, ev.unix_now) else {
+        notes.note(|| Note::NotBanned { bans: bans.len() });
+        return Flow::Continue;
+    };
+    let seconds = hit.expires_at.saturating_sub(ev.unix_now).max(1);
+    notes.note(|| Note::Banned {
+        target: hit.target.to_string(),
+        origin: text(&hit.origin),
+        expires_in: seconds,
+        effect: Effect::Deny,
+    });
+    let mut verdict = Verdict::new(Decision::Deny, Reason::Ban, hit.origin);
+    verdict.retry_after = Some(seconds);
+    Flow::Decide(verdict)
+}
+
+/// Step 3: a block list holds the source → deny.
 #[inline]
 pub(crate) fn blocklist(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let (rules, offsets) = (&ev.engine.rules, ev.engine.table.offsets);
@@ -137,7 +180,7 @@ pub(crate) fn blocklist(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes)
     Flow::Continue
 }
 
-/// Step 3: the source's AS is blocked → deny, rule `AS<n>`.
+/// Step 4: the source's AS is blocked → deny, rule `AS<n>`.
 #[inline]
 pub(crate) fn asn(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Flow {
     let rules = &ev.engine.rules;
@@ -166,7 +209,7 @@ pub(crate) fn asn(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes) -> Fl
     decide(Decision::Deny, Reason::Asn, id, &name)
 }
 
-/// Step 4: the first matching user-agent rule decides the step: `deny` → deny; `allow`
+/// Step 5: the first matching user-agent rule decides the step: `deny` → deny; `allow`
 /// → later user-agent rules are skipped (rate limits still apply). Dry-run rules are
 /// counted and evaluation goes on.
 #[inline]
@@ -209,7 +252,7 @@ pub(crate) fn user_agent(ev: &mut Evaluation<'_, '_, '_>, notes: &mut impl Notes
     Flow::Continue
 }
 
-/// Step 5: every limit that applies takes a token from the request's bucket; an empty
+/// Step 6: every limit that applies takes a token from the request's bucket; an empty
 /// bucket of an enforcing limit denies with 429. The first empty limit in configuration
 /// order names the rule; the hint is the longest wait among them. Only the limits the
 /// index finds for the request are asked; when someone listens, the others are noted as

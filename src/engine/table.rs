@@ -177,6 +177,7 @@ impl Summary {
     /// Adds up `table`; `asn_ranges` from the ASN database.
     pub fn of(table: &RuleTable, asn_ranges: usize) -> Summary {
         let steps = Step::iter()
+            .filter(|step| step.has_rules())
             .map(|step| {
                 let mut s = StepSummary {
                     step,

@@ -255,6 +255,10 @@ mod tests {
         dense::<Reason>();
         dense::<ErrorKind>();
         dense::<FrameType>();
+        dense::<crate::metrics::ReloadResult>();
+        dense::<crate::metrics::BanChange>();
+        dense::<crate::metrics::AdminRoute>();
+        dense::<crate::metrics::AdminResult>();
     }
 
     #[test]

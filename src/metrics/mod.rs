@@ -47,6 +47,99 @@ impl Label for ReloadResult {
     }
 }
 
+/// A change to the bans, for `spoa_guard_ban_changes_total{change}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter)]
+pub enum BanChange {
+    /// A ban set (or replaced) by an operator, an auto-ban rule or the fleet.
+    Set,
+    /// A ban lifted before its expiry.
+    Lifted,
+    /// A ban freed at its expiry.
+    Expired,
+    /// A ban refused: the store is full, or it would already have expired.
+    Refused,
+}
+
+impl Label for BanChange {
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Self::Set => "set",
+            Self::Lifted => "lifted",
+            Self::Expired => "expired",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// What an admin request asked for, for `spoa_guard_admin_requests_total{route}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter)]
+pub enum AdminRoute {
+    /// `GET /bans`.
+    ListBans,
+    /// `POST /bans`.
+    Ban,
+    /// `DELETE /bans/TARGET`.
+    Unban,
+    /// `GET /rules`.
+    Rules,
+    /// `POST /reload`.
+    Reload,
+    /// `GET /dry-run`.
+    DryRunState,
+    /// `POST /dry-run` or `DELETE /dry-run`.
+    DryRunSwitch,
+    /// Anything else (404, 405).
+    Other,
+}
+
+impl Label for AdminRoute {
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Self::ListBans => "list-bans",
+            Self::Ban => "ban",
+            Self::Unban => "unban",
+            Self::Rules => "rules",
+            Self::Reload => "reload",
+            Self::DryRunState => "dry-run-state",
+            Self::DryRunSwitch => "dry-run-switch",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// How an admin request ended, for `spoa_guard_admin_requests_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter)]
+pub enum AdminResult {
+    /// Done (2xx).
+    Ok,
+    /// Refused: bad input, unknown ban, a failed reload (4xx other than 401).
+    Refused,
+    /// No or a wrong token (401).
+    Unauthorized,
+    /// The agent failed (5xx).
+    Error,
+}
+
+impl Label for AdminResult {
+    fn index(self) -> usize {
+        self as usize
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Refused => "refused",
+            Self::Unauthorized => "unauthorized",
+            Self::Error => "error",
+        }
+    }
+}
+
 /// Process-wide counters. Cheap to bump from any task.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -79,6 +172,10 @@ pub struct Metrics {
     pub rules_loaded_unix_seconds: Gauge,
     /// Deny log lines left out by the deny-log rate limit.
     pub deny_logs_suppressed: Counter,
+    /// Changes to the bans, by kind.
+    pub ban_changes: Counters<BanChange>,
+    /// Admin requests, by route and result.
+    pub admin_requests: Matrix<AdminRoute, AdminResult>,
 }
 
 impl Metrics {

@@ -13,7 +13,7 @@ use http_body_util::Full;
 use hyper::{Method, Response, StatusCode};
 use prometheus_client::registry::Registry;
 
-use super::http::{body, text, Handler};
+use super::http::{body, text, Call, Handler};
 use super::top_query::TopQuery;
 use crate::agent::{self, Agent};
 use crate::metrics::exposition;
@@ -66,7 +66,14 @@ impl Endpoints {
 }
 
 impl Handler for Endpoints {
-    fn respond(&self, method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+    async fn respond(self: Arc<Self>, call: Call) -> Response<Full<Bytes>> {
+        self.answer(&call.method, &call.path, call.query.as_deref())
+    }
+}
+
+impl Endpoints {
+    /// The response to `method path?query`.
+    fn answer(&self, method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }

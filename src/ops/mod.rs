@@ -1,14 +1,17 @@
 //! The operations listeners: HTTP for people and tools around the agent, apart from the
-//! SPOP traffic. Today one, `[metrics] listen`, read-only: Prometheus metrics, health and
+//! SPOP traffic. `[metrics] listen` is read-only: Prometheus metrics, health and
 //! readiness probes, and the traffic-insight report behind `spoa-guard top`
-//! ([`Endpoints`]). Plain HTTP/1.1 on hyper ([`http`]), for scrapers and probes on a
-//! trusted network: bind it to loopback or a private address. It is bounded like the
-//! SPOP side: a connection cap, a deadline to send the request head, GET only.
+//! ([`Endpoints`]), for scrapers and probes on a trusted network. `[admin] listen` makes
+//! changes ([`admin`]: bans, reload, the dry-run switch), on a unix socket or TCP with a
+//! token. Both are HTTP/1.1 on hyper ([`http`]), bounded like the SPOP side: a
+//! connection cap, deadlines for the request head and body, capped bodies.
 
+pub mod admin;
 pub mod endpoints;
 pub mod http;
 pub mod top_query;
 
+pub use admin::{Admin, AdminSettings};
 pub use endpoints::Endpoints;
 pub use top_query::{parse_window, BadQuery, TopQuery};
 

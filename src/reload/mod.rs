@@ -31,14 +31,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::agent::{Agent, InForce};
+use crate::agent::{Agent, InForce, ReloadReport, ReloadRequest};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::metrics::ReloadResult;
+use crate::util::unix_now;
 
 /// Why a reload runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,8 @@ pub enum Cause {
     Watch,
     /// The stamp poll found a change no event reported.
     Poll,
+    /// The admin API (`POST /reload`).
+    Admin,
 }
 
 impl Cause {
@@ -58,6 +61,7 @@ impl Cause {
             Cause::Signal => "signal",
             Cause::Watch => "watch",
             Cause::Poll => "poll",
+            Cause::Admin => "admin",
         }
     }
 }
@@ -139,8 +143,14 @@ impl Reloader {
     }
 
     /// Serves reload requests until `shutdown`: file changes (debounced), the stamp
-    /// poll, and `force` (SIGHUP) which reloads even without a visible change.
-    pub async fn run(mut self, force: Arc<Notify>, shutdown: CancellationToken) {
+    /// poll, `force` (SIGHUP) which reloads even without a visible change, and
+    /// `requests` (the admin API), answered with the attempt's report.
+    pub async fn run(
+        mut self,
+        force: Arc<Notify>,
+        mut requests: mpsc::Receiver<ReloadRequest>,
+        shutdown: CancellationToken,
+    ) {
         let mut poll = self.running.startup.reload.poll().map(|every| {
             let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -153,6 +163,12 @@ impl Reloader {
             let cause = tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = force.notified() => Cause::Signal,
+                Some(reply) = requests.recv() => {
+                    info!("admin request: reloading rules");
+                    let outcome = self.reload(Cause::Admin).await;
+                    let _ = reply.send(self.report(Cause::Admin, &outcome));
+                    continue;
+                }
                 () = changed(self.watcher.as_ref()) => Cause::Watch,
                 () = tick(poll.as_mut()) => {
                     if self.changed_files().await.is_empty() {
@@ -163,11 +179,11 @@ impl Reloader {
             };
             // The poll may have caught a file being written, too: wait for quiet.
             let cause = match cause {
-                Cause::Signal => cause,
+                Cause::Signal | Cause::Admin => cause,
                 Cause::Watch | Cause::Poll => self.settle(&force, cause).await,
             };
             match cause {
-                Cause::Signal => {
+                Cause::Signal | Cause::Admin => {
                     info!("SIGHUP: reloading rules");
                     self.reload(cause).await;
                 }
@@ -226,6 +242,28 @@ impl Reloader {
     /// Reloads now: reads the configuration and every rule file on the blocking pool,
     /// and swaps the new rules in if all of it loads. Logs the outcome and counts it.
     pub async fn reload(&mut self, cause: Cause) -> Outcome {
+        let outcome = self.attempt(cause).await;
+        self.agent.set_last_reload(self.report(cause, &outcome));
+        outcome
+    }
+
+    /// `outcome` as the admin API reports it.
+    fn report(&self, cause: Cause, outcome: &Outcome) -> ReloadReport {
+        let (applied, errors, restart_needed) = match outcome {
+            Outcome::Applied { restart_needed } => (true, Vec::new(), restart_needed.clone()),
+            Outcome::Failed { errors } => (false, errors.clone(), Vec::new()),
+        };
+        ReloadReport {
+            at: unix_now(),
+            cause: cause.as_str().to_string(),
+            applied,
+            errors,
+            restart_needed,
+        }
+    }
+
+    /// [`Reloader::reload`] without recording the report.
+    async fn attempt(&mut self, cause: Cause) -> Outcome {
         let started = Instant::now();
         let path = self.running.path.clone();
         let known = self.files.clone();

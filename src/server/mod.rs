@@ -11,12 +11,11 @@
 //! returns when all are done or when the deadline passes.
 
 mod conn;
-mod listener;
 mod settings;
 
+pub use crate::util::{Accepted, InvalidListen, Listen, Listener};
 pub use conn::serve_stream;
-pub use listener::Listener;
-pub use settings::{InvalidListen, Listen, ServerSettings, MAX_THREADS};
+pub use settings::{ServerSettings, MAX_THREADS};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +28,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::agent::Agent;
-use listener::Accepted;
 
 /// What every SPOP session serves: the agent that decides, and the session settings
 /// from `[server]`.

@@ -1,16 +1,14 @@
 //! `[server]`: the SPOP listener, connection limits and the message evaluated. Every
 //! setting here needs a restart to change.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
+use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::spop::hello::{DEFAULT_FRAME_SIZE, MIN_FRAME_SIZE};
-use crate::util::{Invalid, KeyPath};
+use crate::util::{Invalid, KeyPath, Listen};
 
 /// Most `threads` accepted: far more than any machine this runs on has cores.
 pub const MAX_THREADS: usize = 1024;
@@ -118,70 +116,10 @@ impl ServerSettings {
     }
 }
 
-/// Where a listener listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Listen {
-    /// A TCP address.
-    Tcp(SocketAddr),
-    /// A unix socket path.
-    Unix(PathBuf),
-}
-
-/// A listen address that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum InvalidListen {
-    /// `unix:` without a path.
-    #[error("\"unix:\" needs a socket path, e.g. unix:/run/spoa-guard.sock")]
-    NoPath,
-    /// Neither an address nor `unix:`.
-    #[error("{0:?} is not an address:port (e.g. 127.0.0.1:12345) or unix:/path")]
-    Address(String),
-}
-
-impl FromStr for Listen {
-    type Err = InvalidListen;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if let Some(path) = text.strip_prefix("unix:") {
-            if path.is_empty() {
-                return Err(InvalidListen::NoPath);
-            }
-            return Ok(Listen::Unix(PathBuf::from(path)));
-        }
-        text.trim()
-            .parse::<SocketAddr>()
-            .map(Listen::Tcp)
-            .map_err(|_| InvalidListen::Address(text.to_string()))
-    }
-}
-
-impl TryFrom<String> for Listen {
-    type Error = InvalidListen;
-
-    fn try_from(text: String) -> Result<Self, Self::Error> {
-        text.parse()
-    }
-}
-
-impl From<Listen> for String {
-    fn from(listen: Listen) -> String {
-        listen.to_string()
-    }
-}
-
-impl fmt::Display for Listen {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Tcp(addr) => write!(f, "{addr}"),
-            Self::Unix(path) => write!(f, "unix:{}", path.display()),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn settings(toml: &str) -> Result<ServerSettings, String> {
         toml::from_str(toml).map_err(|e| e.message().to_string())

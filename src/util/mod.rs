@@ -1,17 +1,19 @@
 //! Small building blocks that several layers use and that belong to none of them: a
 //! hasher for keys that are already hashes, a log-line throttle, file stamps, the wall
-//! clock in Unix seconds, durations as operators write them, and the problem type that
-//! settings validation reports.
+//! clock in Unix seconds, durations as operators write them, the problem type that
+//! settings validation reports, and listening sockets (TCP or unix) for every listener.
 //!
-//! Nothing here knows about requests, rules or the network; every other module may use it.
+//! Nothing here knows about requests, rules or protocols; every other module may use it.
 
 pub mod duration;
+pub mod listener;
 pub mod log_throttle;
 pub mod prehashed;
 pub mod settings;
 pub mod stamps;
 
 pub use duration::parse_duration;
+pub use listener::{Accepted, InvalidListen, Listen, Listener};
 pub use log_throttle::LogThrottle;
 pub use prehashed::PrehashedMap;
 pub use settings::{Invalid, KeyPath};
@@ -20,9 +22,15 @@ pub use stamps::Stamps;
 use std::time::SystemTime;
 
 /// Seconds since the Unix epoch (0 if the clock is before it), for "loaded at" gauges and
-/// logs. Decisions never read it: they take an `Instant`.
+/// logs. Rules decide with an `Instant`; only ban expiries (absolute times, shared with
+/// the state file and other agents) read the wall clock, as [`unix_now_u32`].
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// [`unix_now`] as the `u32` seconds ban times are kept in (saturating in 2106).
+pub fn unix_now_u32() -> u32 {
+    u32::try_from(unix_now()).unwrap_or(u32::MAX)
 }

@@ -1,17 +1,21 @@
 //! The Prometheus exposition: what the agent's collector writes at scrape time, split
 //! by area — traffic (decisions, rule hits, latency, insight), protocol (connections,
-//! frames, errors), rules (reloads, rule sizes, rate-limit keys) and process.
+//! frames, errors), rules (reloads, rule sizes, rate-limit keys), incident controls
+//! (bans, admin requests, the dry-run switch) and process.
 //!
 //! Names follow Prometheus conventions: prefix `spoa_guard_`, base units (seconds,
 //! bytes), `_total` for counters (added by the encoder). The README lists every series;
 //! the alert rules and the dashboard in `deploy/` use them.
 
+mod incident;
 mod process;
 mod protocol;
 mod rules;
 mod traffic;
 
 pub use process::resident_memory_bytes;
+
+use std::sync::Arc;
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -32,6 +36,10 @@ pub struct Sources<'a> {
     pub engine: &'a Engine,
     /// Traffic insight, if on.
     pub insight: Option<&'a Insight>,
+    /// The bans held, counted by origin.
+    pub bans_by_origin: &'a [(Arc<str>, u64)],
+    /// Whether the global dry-run switch is on.
+    pub dry_run_switch: bool,
 }
 
 /// Writes every series of `sources`.
@@ -44,6 +52,7 @@ pub fn encode_all(mut encoder: DescriptorEncoder<'_>, sources: &Sources<'_>) -> 
     traffic::encode(&mut encoder, sources)?;
     protocol::encode(&mut encoder, sources.metrics)?;
     rules::encode(&mut encoder, sources)?;
+    incident::encode(&mut encoder, sources)?;
     process::encode(&mut encoder)
 }
 

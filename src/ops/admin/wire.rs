@@ -1,0 +1,152 @@
+//! The admin API's JSON, as the agent writes it and the CLI reads it: one set of types
+//! for both sides, so their field names cannot drift apart. Times are RFC 3339 in UTC,
+//! durations as operators write them (`10m`, `1h`).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::ReloadReport;
+use crate::bans::Ban;
+
+/// `POST /bans`: ban a target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BanRequest {
+    /// An address, a CIDR or an AS number (`AS64496`).
+    pub target: String,
+    /// How long: `30m`, `1h`, `7d`.
+    pub duration: String,
+    /// Why (an incident number, a ticket); shown by `spoa-guard bans` and in the logs.
+    #[serde(default)]
+    pub reason: String,
+    /// Allows a network wider than `[bans] max_prefix_v4`/`max_prefix_v6`.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One ban, as `GET /bans` lists it and `POST`/`DELETE /bans` return it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanView {
+    /// `203.0.113.0/24`, `2001:db8::/48`, `AS64496`; an address without `/len`.
+    pub target: String,
+    /// `manual` or the `[[auto_ban]]` rule's name.
+    pub origin: String,
+    /// Why.
+    pub reason: String,
+    /// When it was set (RFC 3339, UTC).
+    pub since: String,
+    /// When it ends (RFC 3339, UTC).
+    pub expires_at: String,
+    /// Seconds left.
+    pub expires_in: u64,
+}
+
+impl BanView {
+    /// `ban` as seen at `now` (Unix seconds).
+    pub fn of(ban: &Ban, now: u32) -> BanView {
+        BanView {
+            target: ban.target.to_string(),
+            origin: ban.origin.to_string(),
+            reason: ban.reason.to_string(),
+            since: rfc3339(ban.since),
+            expires_at: rfc3339(ban.expires_at),
+            expires_in: u64::from(ban.expires_at.saturating_sub(now)),
+        }
+    }
+}
+
+/// `POST /dry-run`: turn the global dry-run switch on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRunRequest {
+    /// For how long (`30m`); the switch turns itself off then.
+    #[serde(rename = "for")]
+    pub duration: String,
+}
+
+/// The global dry-run switch (`GET /dry-run`, and the answer to changing it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRunState {
+    /// Whether it is on: no rule and no ban denies.
+    pub on: bool,
+    /// When it turns itself off (RFC 3339), if on.
+    pub until: Option<String>,
+    /// Seconds until then, if on.
+    pub expires_in: Option<u64>,
+}
+
+impl DryRunState {
+    /// The switch turning off at `until`, seen at `now`.
+    pub fn of(until: Option<u32>, now: u32) -> DryRunState {
+        DryRunState {
+            on: until.is_some(),
+            until: until.map(rfc3339),
+            expires_in: until.map(|u| u64::from(u.saturating_sub(now))),
+        }
+    }
+}
+
+/// One rule in force (`GET /rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleView {
+    /// Its step: `allowlist`, `blocklist`, `asn`, `user-agent`, `rate-limit`.
+    pub kind: String,
+    /// Its name (list file stem, rule or limit name).
+    pub name: String,
+    /// `enforce` or `dry-run` (as configured; the global switch is reported apart).
+    pub mode: String,
+    /// `allow` or `deny`.
+    pub action: String,
+    /// Entries, ASNs or patterns; 1 for a limit.
+    pub size: u64,
+    /// Requests it decided (or, in dry run, would have denied) since it was loaded
+    /// under this name.
+    pub hits: u64,
+}
+
+/// What the running agent has in force (`GET /rules`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RulesView {
+    /// When the rules in force were loaded (RFC 3339).
+    pub loaded_at: String,
+    /// The last reload attempt, if there was one since start.
+    pub last_reload: Option<ReloadReport>,
+    /// The global dry-run switch.
+    pub dry_run: DryRunState,
+    /// Bans held.
+    pub bans: u64,
+    /// Every rule, in evaluation order.
+    pub rules: Vec<RuleView>,
+}
+
+/// `POST /reload`'s answer.
+pub type ReloadView = ReloadReport;
+
+/// Unix seconds as RFC 3339 in UTC, to the second: `2026-12-06T03:48:57Z`.
+pub fn rfc3339(unix: u32) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(u64::from(unix))).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_796_528_937), "2026-12-06T03:48:57Z");
+    }
+
+    #[test]
+    fn requests_refuse_unknown_fields() {
+        let e = serde_json::from_str::<BanRequest>(
+            r#"{"target":"192.0.2.1","duration":"1h","reson":"typo"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown field `reson`"), "{e}");
+        let ok: BanRequest =
+            serde_json::from_str(r#"{"target":"192.0.2.1","duration":"1h"}"#).unwrap();
+        assert_eq!((ok.reason.as_str(), ok.force), ("", false));
+    }
+}
