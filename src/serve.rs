@@ -180,6 +180,7 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
         bans: config.startup.bans.clone(),
     };
     let agent = Arc::new(Agent::new(engine, &settings)?);
+    agent.auto_bans.install(&config.rules.auto_ban);
     restore_bans(&agent);
     let (shutdown, ops_stop) = (CancellationToken::new(), CancellationToken::new());
     let tasks = TaskTracker::new();
@@ -273,6 +274,7 @@ fn restore_bans(agent: &Agent) {
         error!(target: "spoa_guard::bans", "{problem}");
     }
     let (count, expired) = (loaded.bans.len(), loaded.expired);
+    agent.auto_bans.restore(loaded.offences);
     let refused = agent.controls.restore(loaded.bans);
     if refused > 0 {
         warn!(target: "spoa_guard::bans", refused, "bans from the state file refused ([bans] max_entries reached)");

@@ -28,6 +28,7 @@ impl Collector for AgentCollector {
         let rules = self.agent.in_force();
         let bans_by_origin = self.agent.controls.read().count_by_origin();
         let now = crate::util::unix_now_u32();
+        let auto_bans = self.agent.auto_bans.rules();
         exposition::encode_all(
             encoder,
             &Sources {
@@ -36,6 +37,8 @@ impl Collector for AgentCollector {
                 insight: self.agent.insight(),
                 bans_by_origin: &bans_by_origin,
                 dry_run_switch: self.agent.controls.dry_run_until(now).is_some(),
+                auto_bans: &auto_bans,
+                auto_ban_dropped: self.agent.auto_bans.dropped(),
             },
         )
     }

@@ -20,11 +20,13 @@
 //! The agent knows nothing about sockets or frames: it takes a [`Request`] and the time,
 //! and returns a [`Verdict`].
 
+mod auto_ban;
 mod controls;
 mod exposition;
 mod record;
 mod tasks;
 
+pub use auto_ban::{AutoBans, MAX_OFFENCES, TRIGGER_QUEUE};
 pub use controls::{Actor, Controls, EXPIRE_SLICE};
 pub use exposition::registry;
 pub use tasks::{AGGREGATE_INTERVAL, EVICT_INTERVAL, EXPIRE_INTERVAL, SAVE_INTERVAL};
@@ -89,6 +91,8 @@ pub struct Agent {
     pub metrics: Metrics,
     /// Bans and the global dry-run switch: runtime state no reload touches.
     pub controls: Controls,
+    /// The `[[auto_ban]]` rules in force, their counts and the offences.
+    pub auto_bans: AutoBans,
     /// Heavy hitters for `/top`; `None` when turned off.
     insight: Option<Insight>,
     /// Paces deny log lines; `None`: denies are not logged.
@@ -154,6 +158,7 @@ impl Agent {
             in_force,
             metrics,
             controls: Controls::new(bans),
+            auto_bans: AutoBans::default(),
             insight,
             deny_log: (deny_lines_per_second > 0)
                 .then(|| LogThrottle::new(Duration::from_secs(1) / deny_lines_per_second)),

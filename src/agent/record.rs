@@ -1,6 +1,6 @@
 //! What happens after a decision: counting it (by action and reason, per rule, dry-run
-//! rules included), timing it, feeding traffic insight, and logging denies at a bounded
-//! rate. Runs on the request path: atomics, one sampled copy into insight's
+//! rules included), timing it, feeding traffic insight, counting denies for the
+//! `[[auto_ban]]` rules, and logging denies at a bounded rate. Runs on the request path: atomics, one sampled copy into insight's
 //! thread-local buffer, and a log line only when the throttle allows.
 
 use std::time::Instant;
@@ -38,6 +38,7 @@ pub(super) fn decision(
     if let Some(insight) = &agent.insight {
         insight.record(&Observation::of(request, verdict, now));
     }
+    agent.auto_bans.count(verdict, request.src, now);
     if let (Decision::Deny, Some(log)) = (verdict.decision, &agent.deny_log) {
         match log.check(now) {
             Some(suppressed) => log_deny(request, verdict, suppressed),

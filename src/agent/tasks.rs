@@ -1,6 +1,8 @@
 //! The agent's periodic work, off the request path: evicting rate-limit keys whose
 //! bucket is full again, folding traffic-insight samples into their windows, freeing
-//! expired bans (and turning the dry-run switch off at its expiry), and saving the bans
+//! expired bans (and turning the dry-run switch off at its expiry), forgetting old
+//! auto-ban counts and offences, setting the bans auto-ban rules trigger, and saving the
+//! bans
 //! to `[bans] state_file` when they change. The periodic ones run on the blocking pool
 //! (walking millions of keys or thousands of samples); all stop when the agent shuts
 //! down, the state writer after a last save.
@@ -25,6 +27,9 @@ impl Agent {
     pub fn spawn_tasks(self: &Arc<Self>, tracker: &TaskTracker, shutdown: &CancellationToken) {
         tracker.spawn(evict_idle_keys(Arc::clone(self), shutdown.clone()));
         tracker.spawn(expire_bans(Arc::clone(self), shutdown.clone()));
+        if let Some(queue) = self.auto_bans.take_queue() {
+            tracker.spawn(apply_auto_bans(Arc::clone(self), queue, shutdown.clone()));
+        }
         if self.controls.settings().state_file.is_some() {
             tracker.spawn(save_bans(Arc::clone(self), shutdown.clone()));
         }
@@ -85,6 +90,10 @@ async fn expire_bans(agent: Arc<Agent>, shutdown: CancellationToken) {
     every(EXPIRE_INTERVAL, shutdown, move || {
         let now = unix_now_u32();
         agent.controls.expire(now, &agent.metrics);
+        agent.auto_bans.forget(now);
+        for rule in agent.auto_bans.rules().iter() {
+            rule.evict(Instant::now());
+        }
         let on = agent.controls.dry_run_until(now).is_some();
         if switch_was_on.swap(on, std::sync::atomic::Ordering::Relaxed) && !on {
             tracing::warn!(
@@ -95,6 +104,26 @@ async fn expire_bans(agent: Arc<Agent>, shutdown: CancellationToken) {
         }
     })
     .await;
+}
+
+/// Applies the triggers of `[[auto_ban]]` rules as they come.
+async fn apply_auto_bans(
+    agent: Arc<Agent>,
+    mut queue: tokio::sync::mpsc::Receiver<crate::bans::Trigger>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let trigger = tokio::select! {
+            () = shutdown.cancelled() => return,
+            trigger = queue.recv() => trigger,
+        };
+        let Some(trigger) = trigger else {
+            return;
+        };
+        agent
+            .auto_bans
+            .apply(&trigger, unix_now_u32(), &agent.controls, &agent.metrics);
+    }
 }
 
 /// Saves the bans when they change, at most once per [`SAVE_INTERVAL`], and once more
@@ -128,7 +157,8 @@ fn save_now(agent: &Agent) -> bool {
     };
     let now = unix_now_u32();
     let bans = agent.controls.list(now);
-    match crate::bans::state::save(path, &bans, now) {
+    let offences = agent.auto_bans.offences_list();
+    match crate::bans::state::save(path, &bans, &offences, now) {
         Ok(()) => {
             tracing::debug!(bans = bans.len(), file = %path.display(), "bans saved");
             true

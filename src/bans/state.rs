@@ -1,8 +1,9 @@
-//! The ban state file (`[bans] state_file`): the bans in force, saved so that they
-//! survive a restart.
+//! The ban state file (`[bans] state_file`): the bans in force, and the offences that make
+//! `[[auto_ban]]` bans of repeat offenders longer, saved so that they survive a restart.
 //!
 //! The file is JSON (`{"version": 1, "saved_at": …, "bans": [{"target": "203.0.113.0/24",
-//! "origin": "manual", "reason": "INC-42", "since": …, "expires_at": …}]}`, times in Unix
+//! "origin": "manual", "reason": "INC-42", "since": …, "expires_at": …}], "offences":
+//! [{"rule": "login-abuse", "key": "192.0.2.7", "bans": 2, "last": …}]}`, times in Unix
 //! seconds), readable by an operator and by `jq`. It is replaced atomically: written to a
 //! temporary file in the same directory, flushed to disk, renamed over the old one, and
 //! the directory flushed, so a crash leaves either the old state or the new one.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Ban, Target};
+use super::{Ban, Offences, Target};
 
 /// The format version written; a file of another version is set aside like a corrupt one.
 const VERSION: u32 = 1;
@@ -32,7 +33,20 @@ struct File1 {
     saved_at: u64,
     #[serde(default)]
     bans: Vec<SavedBan>,
+    #[serde(default)]
+    offences: Vec<SavedOffence>,
 }
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedOffence {
+    rule: String,
+    key: String,
+    bans: u32,
+    last: u32,
+}
+
+/// What an `[[auto_ban]]` rule remembers of one key: the rule, the key, its offences.
+pub type Offence = (Arc<str>, Target, Offences);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SavedBan {
@@ -50,6 +64,8 @@ pub struct Loaded {
     pub bans: Vec<Ban>,
     /// Bans in the file that had expired.
     pub expired: usize,
+    /// The offences of `[[auto_ban]]` keys.
+    pub offences: Vec<Offence>,
     /// Problems worth an operator's attention, one line each (a ban that did not parse,
     /// a corrupt file and where it was moved).
     pub problems: Vec<String>,
@@ -108,6 +124,23 @@ pub fn load(path: &Path, now: u32) -> Loaded {
             expires_at: saved.expires_at,
         });
     }
+    for (n, saved) in file.offences.into_iter().enumerate() {
+        match saved.key.parse::<Target>() {
+            Ok(key) => loaded.offences.push((
+                Arc::from(saved.rule),
+                key,
+                Offences {
+                    bans: saved.bans,
+                    last: saved.last,
+                },
+            )),
+            Err(e) => loaded.problems.push(format!(
+                "{}: offence {} dropped: {e}",
+                path.display(),
+                n + 1
+            )),
+        }
+    }
     loaded
 }
 
@@ -135,13 +168,13 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Replaces `path` with `bans` atomically (see the module docs); `now` is written as
-/// `saved_at`.
+/// Replaces `path` with `bans` and `offences` atomically (see the module docs); `now` is
+/// written as `saved_at`.
 ///
 /// # Errors
 ///
 /// Any I/O error, with the file it concerns; the previous file is then unchanged.
-pub fn save(path: &Path, bans: &[Ban], now: u32) -> Result<(), String> {
+pub fn save(path: &Path, bans: &[Ban], offences: &[Offence], now: u32) -> Result<(), String> {
     let file = File1 {
         version: VERSION,
         saved_at: u64::from(now),
@@ -153,6 +186,15 @@ pub fn save(path: &Path, bans: &[Ban], now: u32) -> Result<(), String> {
                 reason: b.reason.to_string(),
                 since: b.since,
                 expires_at: b.expires_at,
+            })
+            .collect(),
+        offences: offences
+            .iter()
+            .map(|(rule, key, o)| SavedOffence {
+                rule: rule.to_string(),
+                key: key.to_string(),
+                bans: o.bans,
+                last: o.last,
             })
             .collect(),
     };
@@ -197,9 +239,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bans.json");
         let bans = vec![ban("203.0.113.0/24", NOW + 3600), ban("AS64496", NOW + 60)];
-        save(&path, &bans, NOW).unwrap();
+        let offences = vec![(
+            Arc::from("login-abuse"),
+            "192.0.2.7".parse().unwrap(),
+            Offences {
+                bans: 2,
+                last: NOW - 100,
+            },
+        )];
+        save(&path, &bans, &offences, NOW).unwrap();
         let loaded = load(&path, NOW + 1);
         assert_eq!(loaded.bans, bans);
+        assert_eq!(loaded.offences, offences);
         assert!(loaded.problems.is_empty());
         // Only the state file is left: the temporary one was renamed.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -212,6 +263,7 @@ mod tests {
         save(
             &path,
             &[ban("192.0.2.1", NOW + 5), ban("192.0.2.2", NOW + 50)],
+            &[],
             NOW,
         )
         .unwrap();
@@ -271,12 +323,12 @@ mod tests {
     fn a_failed_save_leaves_the_previous_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bans.json");
-        save(&path, &[ban("192.0.2.1", NOW + 10)], NOW).unwrap();
+        save(&path, &[ban("192.0.2.1", NOW + 10)], &[], NOW).unwrap();
         // A directory where the file should go: the rename fails.
         let blocked = dir.path().join("blocked");
         fs::create_dir(&blocked).unwrap();
         fs::create_dir(blocked.join("x")).unwrap();
-        let err = save(&blocked, &[], NOW).unwrap_err();
+        let err = save(&blocked, &[], &[], NOW).unwrap_err();
         assert!(err.contains("cannot save the bans"), "{err}");
         assert_eq!(load(&path, NOW).bans.len(), 1);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);

@@ -10,6 +10,7 @@ use strum::IntoEnumIterator;
 
 use super::say;
 use crate::engine::Step;
+use crate::util::Listen;
 
 /// Runs the check; exit 1 with `file:line` errors on stderr.
 pub fn run(path: &Path) -> ExitCode {
@@ -31,11 +32,47 @@ pub fn run(path: &Path) -> ExitCode {
         Some(addr) => say!("  metrics:        http://{addr}/metrics, /healthz, /readyz"),
         None => say!("  metrics:        off ([metrics] listen not set)"),
     }
+    match &config.startup.admin.listen {
+        Some(Listen::Unix(path)) => say!(
+            "  admin:          unix:{} (mode {:04o})",
+            path.display(),
+            config.startup.admin.mode()
+        ),
+        Some(listen) => say!("  admin:          http://{listen}/ (bearer token)"),
+        None => say!("  admin:          off ([admin] listen not set: no ban/bans/rules/dry-run)"),
+    }
+    let bans = &config.startup.bans;
+    match &bans.state_file {
+        Some(path) => say!(
+            "  bans:           saved to {} (at most {})",
+            path.display(),
+            bans.max_entries
+        ),
+        None => say!(
+            "  bans:           in memory only, lost on restart (at most {})",
+            bans.max_entries
+        ),
+    }
     for step in Step::iter().filter(|s| s.has_rules()) {
         let title = format!("{}:", step.info().title);
         say!("  {title:<15} {}", summary.step(step).describe());
     }
     say!("  asn database:   {} ranges", summary.asn_ranges);
+    let auto_bans = &config.rules.auto_ban;
+    if !auto_bans.is_empty() {
+        let dry = auto_bans.iter().filter(|a| a.dry_run).count();
+        let names: Vec<&str> = auto_bans.iter().map(|a| a.name.as_str()).collect();
+        say!(
+            "  auto bans:      {} ({}){}",
+            auto_bans.len(),
+            names.join(", "),
+            if dry > 0 {
+                format!(", {dry} in dry run")
+            } else {
+                String::new()
+            }
+        );
+    }
     let reload = &config.startup.reload;
     let poll = reload.poll().map_or_else(
         || "no stamp poll".to_string(),

@@ -46,7 +46,7 @@ use crate::util::settings::Severity;
 use crate::util::{Invalid, KeyPath};
 
 /// The sections a configuration may have, in the order they are read.
-pub const SECTIONS: [&str; 11] = [
+pub const SECTIONS: [&str; 12] = [
     "server",
     "metrics",
     "admin",
@@ -58,6 +58,7 @@ pub const SECTIONS: [&str; 11] = [
     "asn",
     "user_agent",
     "limit",
+    "auto_ban",
 ];
 
 /// The validated configuration.
@@ -196,6 +197,7 @@ fn assemble(doc: &Document<'_>, errors: &mut Vec<ConfigError>) -> Config {
         asn: reader.table("asn"),
         user_agent: reader.array("user_agent"),
         limit: reader.array("limit"),
+        auto_ban: reader.array("auto_ban"),
     };
     errors.append(&mut reader.errors);
     let problems = validate(&startup, &rules);

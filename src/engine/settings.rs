@@ -1,6 +1,7 @@
 //! [`RuleSettings`]: every reloadable section of the configuration (`[lists]`, `[asn]`,
-//! `[[user_agent]]`, `[[limit]]`), each owned and checked by the layer that compiles it,
-//! assembled here with the checks that span sections.
+//! `[[user_agent]]`, `[[limit]]`, `[[auto_ban]]`), each owned and checked by the layer
+//! that compiles it, assembled here with the checks that span sections. The engine
+//! compiles all but `[[auto_ban]]`, which the agent applies after each decision.
 //!
 //! Reloadable is a property of this type: a reload re-reads the file and builds a new
 //! engine from a new `RuleSettings`; everything outside it needs a restart.
@@ -10,6 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bans::AutoBanSettings;
 use crate::decision::RuleName;
 use crate::limits::LimitSpec;
 use crate::rules::{AsnSettings, ListsSettings, UserAgentSpec};
@@ -27,11 +29,13 @@ pub struct RuleSettings {
     pub user_agent: Vec<UserAgentSpec>,
     /// `[[limit]]`: token-bucket rate limits.
     pub limit: Vec<LimitSpec>,
+    /// `[[auto_ban]]`: bans for repeat offenders (applied by the agent, not the engine).
+    pub auto_ban: Vec<AutoBanSettings>,
 }
 
 impl RuleSettings {
     /// The top-level keys this type reads, in file order: `config` routes them here.
-    pub const SECTIONS: [&'static str; 4] = ["lists", "asn", "user_agent", "limit"];
+    pub const SECTIONS: [&'static str; 5] = ["lists", "asn", "user_agent", "limit", "auto_ban"];
 
     /// Every problem in every section (keys from the top of the file), plus the checks
     /// across sections: unique names per kind, an ASN database when a limit keys on `asn`.
@@ -64,7 +68,43 @@ impl RuleSettings {
             }
         }
         unique_names("limit", self.limit.iter().map(|l| &l.name), &mut problems);
+        self.validate_auto_bans(&mut problems);
         problems
+    }
+
+    /// The `[[auto_ban]]` checks: each entry's own, unique names, an ASN database for an
+    /// `asn` key, and a warning for a `rules` name no rule has (a typo counts nothing).
+    fn validate_auto_bans(&self, problems: &mut Vec<Invalid>) {
+        let mut names: HashSet<String> = self.lists.files().filter_map(file_stem).collect();
+        names.extend(self.user_agent.iter().map(|r| r.name.as_str().to_string()));
+        names.extend(self.limit.iter().map(|l| l.name.as_str().to_string()));
+        let mut seen = HashSet::new();
+        for (i, rule) in self.auto_ban.iter().enumerate() {
+            let at = KeyPath::of("auto_ban").index(i);
+            problems.extend(rule.validate().into_iter().map(|p| p.within(&at)));
+            if !seen.insert(rule.name.trim()) {
+                problems.push(Invalid::error(
+                    at.clone().key("name"),
+                    format!("another auto_ban has the name {:?}", rule.name),
+                ));
+            }
+            if rule.key.trim() == "asn" && self.asn.databases.is_empty() {
+                problems.push(Invalid::error(
+                    at.clone().key("key"),
+                    "uses `asn` but [asn] databases is empty",
+                ));
+            }
+            for (j, name) in rule.rules.iter().enumerate() {
+                if !names.contains(name) && !name.starts_with("AS") {
+                    problems.push(Invalid::warning(
+                        at.clone().key("rules").index(j),
+                        format!(
+                            "no list, user_agent or limit is named {name:?}: nothing will count"
+                        ),
+                    ));
+                }
+            }
+        }
     }
 
     /// Makes every path absolute against `base` (the configuration file's directory).
@@ -84,6 +124,11 @@ impl RuleSettings {
         files.extend(self.user_agent.iter().filter_map(|r| r.file.as_deref()));
         files
     }
+}
+
+/// A list file's rule name: its stem.
+fn file_stem(path: &Path) -> Option<String> {
+    Some(path.file_stem()?.to_str()?.to_string())
 }
 
 /// Adds an error for every name of `kind` already used by an earlier entry.
@@ -125,6 +170,25 @@ mod tests {
         assert_eq!(
             found,
             vec!["limit[1].name: another limit has the name \"l\""]
+        );
+    }
+
+    #[test]
+    fn auto_bans_are_checked_across_sections() {
+        let found = problems(
+            "[[limit]]\nname = \"login\"\nrate = 1\n\
+             [[auto_ban]]\nname = \"a\"\nreasons = [\"rate-limit\"]\nrules = [\"login\", \"logn\"]\n\
+             hits = 5\nwindow = \"1m\"\nduration = \"10m\"\n\
+             [[auto_ban]]\nname = \"a\"\nreasons = [\"asn\"]\nkey = \"asn\"\nhits = 5\n\
+             window = \"1m\"\nduration = \"10m\"\n",
+        );
+        assert_eq!(
+            found,
+            vec![
+                "auto_ban[0].rules[1]: no list, user_agent or limit is named \"logn\": nothing will count",
+                "auto_ban[1].name: another auto_ban has the name \"a\"",
+                "auto_ban[1].key: uses `asn` but [asn] databases is empty",
+            ]
         );
     }
 

@@ -311,6 +311,7 @@ impl Reloader {
         }
         let summary = engine.summary();
         retire(self.agent.install(engine));
+        self.agent.auto_bans.install(&config.rules.auto_ban);
         self.running.rules = config.rules;
         metrics.reloads.of(ReloadResult::Success).inc();
         metrics.reload_failing.set(0);

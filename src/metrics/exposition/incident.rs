@@ -39,10 +39,52 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>)
             admin.encode_family(&[("route", route.label()), ("result", result.label())])?,
         )?;
     }
+    auto_bans(encoder, sources)?;
     gauge(
         encoder,
         "dry_run_switch",
         "1 while the global dry-run switch is on: no rule and no ban denies.",
         i64::from(sources.dry_run_switch),
+    )
+}
+
+fn auto_bans(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>) -> Encoded {
+    let mut triggers = encoder.encode_descriptor(
+        "auto_ban_triggers",
+        "Bans an [[auto_ban]] rule set (dry_run=\"true\": would have set) since it was loaded.",
+        None,
+        MetricType::Counter,
+    )?;
+    for rule in sources.auto_bans {
+        let dry_run = if rule.dry_run() { "true" } else { "false" };
+        ConstCounter::new(rule.triggers()).encode(
+            triggers.encode_family(&[("rule", rule.name().as_ref()), ("dry_run", dry_run)])?,
+        )?;
+    }
+    let mut keys = encoder.encode_descriptor(
+        "auto_ban_keys",
+        "Keys (sources, networks, ASNs) each [[auto_ban]] rule is counting denies of.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for rule in sources.auto_bans {
+        ConstGauge::new(clamp(rule.keys().0))
+            .encode(keys.encode_family(&[("rule", rule.name().as_ref())])?)?;
+    }
+    let mut untracked = encoder.encode_descriptor(
+        "auto_ban_untracked",
+        "Denies an [[auto_ban]] rule did not count because it was at max_keys.",
+        None,
+        MetricType::Counter,
+    )?;
+    for rule in sources.auto_bans {
+        ConstCounter::new(rule.keys().1)
+            .encode(untracked.encode_family(&[("rule", rule.name().as_ref())])?)?;
+    }
+    super::counter(
+        encoder,
+        "auto_ban_dropped",
+        "Auto-ban triggers dropped because too many were waiting to be applied.",
+        sources.auto_ban_dropped,
     )
 }

@@ -24,6 +24,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::{Counters, Label, Metrics};
+use crate::bans::AutoBanRule;
 use crate::engine::Engine;
 use crate::insight::Insight;
 
@@ -40,6 +41,10 @@ pub struct Sources<'a> {
     pub bans_by_origin: &'a [(Arc<str>, u64)],
     /// Whether the global dry-run switch is on.
     pub dry_run_switch: bool,
+    /// The `[[auto_ban]]` rules in force.
+    pub auto_bans: &'a [Arc<AutoBanRule>],
+    /// Auto-ban triggers dropped because too many were waiting.
+    pub auto_ban_dropped: u64,
 }
 
 /// Writes every series of `sources`.

@@ -90,7 +90,8 @@ impl DryRunState {
 /// One rule in force (`GET /rules`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleView {
-    /// Its step: `allowlist`, `blocklist`, `asn`, `user-agent`, `rate-limit`.
+    /// Its step: `allowlist`, `blocklist`, `asn`, `user-agent`, `rate-limit`; or
+    /// `auto-ban` for an `[[auto_ban]]` rule.
     pub kind: String,
     /// Its name (list file stem, rule or limit name).
     pub name: String,
@@ -98,10 +99,10 @@ pub struct RuleView {
     pub mode: String,
     /// `allow` or `deny`.
     pub action: String,
-    /// Entries, ASNs or patterns; 1 for a limit.
+    /// Entries, ASNs or patterns; 1 for a limit; keys being counted for an auto-ban.
     pub size: u64,
     /// Requests it decided (or, in dry run, would have denied) since it was loaded
-    /// under this name.
+    /// under this name; bans set (or that it would have set) for an auto-ban.
     pub hits: u64,
 }
 
