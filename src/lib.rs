@@ -25,18 +25,18 @@
 //!
 //! | layer | modules | owns |
 //! |---|---|---|
-//! | 0 | [`util`] | prehashed map hasher, log throttle, settings problems, Unix time |
+//! | 0 | [`util`] | prehashed map hasher, capped concurrent map, log throttle, settings problems, Unix time, listening sockets |
 //! | 1 | [`spop`] | the protocol: varints, typed data, frames, codec, HELLO, ACK writer; pure, no I/O |
 //! | 2 | [`decision`] | the shared vocabulary: `Request`, `Verdict`, `Decision`, `Reason`, rule names |
 //! | 3 | [`rules`], [`limits`], [`bans`] | rule files compiled into lookup structures; rate-limit buckets; each layer's settings (`[lists]`, `[asn]`, `[[user_agent]]`; `[[limit]]`); runtime bans and their store |
 //! | 4 | [`engine`] | the decision pipeline, its steps and notes, the rule table, the reloadable [`engine::RuleSettings`] |
 //! | 5 | [`insight`] | heavy hitters over sliding windows (`/top`), `[insight]` |
 //! | 6 | [`metrics`] | counter and gauge newtypes, histogram, per-rule hits, the Prometheus exposition by area |
-//! | 7 | [`agent`] | the agent's state, `decide` = engine + recorders, periodic tasks |
-//! | 8 | [`server`], [`ops`] | the SPOP listener and sessions, `[server]`; the operations HTTP listener, `[metrics]` |
+//! | 7 | [`agent`] | the agent's state, `decide` = engine + recorders, bans and the dry-run switch, auto-ban, periodic tasks |
+//! | 8 | [`server`], [`ops`], [`handover`] | the SPOP listener and sessions, `[server]`; the operations HTTP listeners, `[metrics]`, `[admin]`; handing listening sockets to a new process |
 //! | 9 | [`config`] | assembles every layer's settings from the file and the environment, `file:line` errors, `[log]`, `[reload]` |
 //! | 10 | [`reload`] | watch files, rebuild off the request path, swap |
-//! | 11 | [`cli`], [`serve`] | the tool commands (`check`, `eval`, `top`); the composition root that starts an agent |
+//! | 11 | [`cli`], [`serve`] | the tool commands (`check`, `eval`, `top`, and the admin client: `ban`, `bans`, `rules`, `dry-run`, …); the composition root that starts an agent |
 //!
 //! `config` sits above the server and the operations listener (not below, as in a
 //! classic layout) because it only assembles what each layer owns; `reload` sits above
@@ -81,6 +81,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod handover;
 pub mod insight;
 pub mod limits;
 pub mod metrics;

@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 use crate::agent::{Agent, AgentSettings};
 use crate::config::{Config, ConfigErrors, LogFormat, LogSettings};
 use crate::engine::Engine;
+use crate::handover;
 use crate::insight::InvalidInsight;
 use crate::ops::{self, Admin, AdminSettings, Endpoints};
 use crate::reload::{Reloader, Stamps};
@@ -36,6 +37,10 @@ use crate::rules::LoadErrors;
 use crate::server::{self, Service};
 use crate::util::listener::SocketAccess;
 use crate::util::{unix_now_u32, Listen, Listener};
+
+mod sockets;
+
+use sockets::Sockets;
 
 /// Why an agent did not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,15 +169,13 @@ pub async fn start_file(path: &Path) -> Result<Running, StartError> {
 async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartError> {
     let engine = load_rules(&config)?;
     info!(rules = %engine.summary(), "rules loaded");
+    // After the rules are loaded, so that the old agent serves until this one can.
+    let mut sockets = Sockets::new(&config.path).await;
     let server_settings = &config.startup.server;
-    let listener =
-        Listener::bind(&server_settings.listen, server_settings.backlog()).map_err(|source| {
-            StartError::Bind {
-                what: "server.listen",
-                listen: server_settings.listen.to_string(),
-                source,
-            }
-        })?;
+    let backlog = server_settings.backlog();
+    let listener = sockets.listen("server.listen", &server_settings.listen, || {
+        Listener::bind(&server_settings.listen, backlog)
+    })?;
     let spop_addr = listener.local_addr();
     let settings = AgentSettings {
         deny_lines_per_second: config.startup.log.deny_lines_per_second,
@@ -181,46 +184,20 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     };
     let agent = Arc::new(Agent::new(engine, &settings)?);
     agent.auto_bans.install(&config.rules.auto_ban);
+    // After a takeover, the old agent has saved its bans for this one to read.
     restore_bans(&agent);
     let (shutdown, ops_stop) = (CancellationToken::new(), CancellationToken::new());
     let tasks = TaskTracker::new();
     let (reload_requests, reload_queue) = mpsc::channel(4);
-    let admin_addr = match &config.startup.admin.listen {
-        Some(listen) => {
-            let listener = bind_admin(&config.startup.admin, listen)?;
-            let bound = listener.local_addr();
-            let admin = Admin::new(
-                agent.clone(),
-                admin_token(&config.startup.admin, listen)?,
-                reload_requests,
-            );
-            tasks.spawn(ops::http::serve(listener, admin, ops_stop.clone()));
-            info!(listen = %listen, "admin API (bans, rules, reload, dry-run) on {listen}");
-            bound
-        }
-        None => None,
-    };
-    let (ops_addr, endpoints): (_, Option<Arc<Endpoints>>) = match config.startup.metrics.listen {
-        Some(addr) => {
-            let listener = Listener::bind(&Listen::Tcp(addr), OPS_BACKLOG).map_err(|source| {
-                StartError::Bind {
-                    what: "metrics.listen",
-                    listen: addr.to_string(),
-                    source,
-                }
-            })?;
-            let bound = listener.local_addr().unwrap_or(addr);
-            let endpoints = Endpoints::new(agent.clone());
-            tasks.spawn(ops::http::serve(
-                listener,
-                endpoints.clone(),
-                ops_stop.clone(),
-            ));
-            info!(listen = %bound, "metrics, health and traffic insight on http://{bound}/");
-            (Some(bound), Some(endpoints))
-        }
-        None => (None, None),
-    };
+    let admin_addr = start_admin(
+        &config,
+        &agent,
+        &mut sockets,
+        reload_requests,
+        &tasks,
+        &ops_stop,
+    )?;
+    let (ops_addr, endpoints) = start_metrics(&config, &agent, &mut sockets, &tasks, &ops_stop)?;
     agent.spawn_tasks(&tasks, &shutdown);
     let reload = Arc::new(Notify::new());
     let service = Arc::new(Service::new(agent.clone(), server_settings));
@@ -247,6 +224,18 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
         shutdown.clone(),
         grace,
     ));
+    sockets.accepting();
+    let handing = Handing {
+        agent: agent.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let handed = std::mem::take(&mut sockets.handed);
+    tasks.spawn(handover::serve(
+        sockets.name,
+        handed,
+        handing,
+        shutdown.clone(),
+    ));
     Ok(Running {
         agent,
         spop_addr,
@@ -258,6 +247,71 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
         tasks,
         server,
     })
+}
+
+/// What this agent does when a new one takes its sockets over: save the bans for it,
+/// then drain and stop as on SIGTERM.
+#[derive(Debug)]
+struct Handing {
+    agent: Arc<Agent>,
+    shutdown: CancellationToken,
+}
+
+impl handover::Handing for Handing {
+    fn save(&self) {
+        self.agent.save_bans_now();
+    }
+
+    fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts the admin listener, if `[admin] listen` is set; its TCP address.
+fn start_admin(
+    config: &Config,
+    agent: &Arc<Agent>,
+    sockets: &mut Sockets,
+    reload_requests: mpsc::Sender<crate::agent::ReloadRequest>,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<Option<SocketAddr>, StartError> {
+    let settings = &config.startup.admin;
+    let Some(listen) = &settings.listen else {
+        return Ok(None);
+    };
+    let token = admin_token(settings, listen)?;
+    let access = admin_access(settings)?;
+    let listener = sockets.listen("admin.listen", listen, || {
+        Listener::bind_with(listen, OPS_BACKLOG, Some(access))
+    })?;
+    let bound = listener.local_addr();
+    let admin = Admin::new(agent.clone(), token, reload_requests);
+    tasks.spawn(ops::http::serve(listener, admin, stop.clone()));
+    info!(listen = %listen, "admin API (bans, rules, reload, dry-run)");
+    Ok(bound)
+}
+
+/// Starts the metrics listener, if `[metrics] listen` is set; its address and endpoints.
+fn start_metrics(
+    config: &Config,
+    agent: &Arc<Agent>,
+    sockets: &mut Sockets,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+) -> Result<(Option<SocketAddr>, Option<Arc<Endpoints>>), StartError> {
+    let Some(addr) = config.startup.metrics.listen else {
+        return Ok((None, None));
+    };
+    let listen = Listen::Tcp(addr);
+    let listener = sockets.listen("metrics.listen", &listen, || {
+        Listener::bind(&listen, OPS_BACKLOG)
+    })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let endpoints = Endpoints::new(agent.clone());
+    tasks.spawn(ops::http::serve(listener, endpoints.clone(), stop.clone()));
+    info!(listen = %bound, "metrics, health and traffic insight on http://{bound}/");
+    Ok((Some(bound), Some(endpoints)))
 }
 
 /// Listen backlog of the operations listeners.
@@ -282,22 +336,17 @@ fn restore_bans(agent: &Agent) {
     info!(target: "spoa_guard::bans", file = %path.display(), restored = count - refused, expired, "bans restored");
 }
 
-/// Binds the admin listener: a unix socket with its configured mode and group.
-fn bind_admin(settings: &AdminSettings, listen: &Listen) -> Result<Listener, StartError> {
+/// Who may use the admin unix socket: its configured mode and group.
+fn admin_access(settings: &AdminSettings) -> Result<SocketAccess, StartError> {
     let gid = settings
         .socket_group
         .as_deref()
         .map(ops::admin::group_id)
         .transpose()
         .map_err(StartError::Admin)?;
-    let access = SocketAccess {
+    Ok(SocketAccess {
         mode: settings.mode(),
         gid,
-    };
-    Listener::bind_with(listen, OPS_BACKLOG, Some(access)).map_err(|source| StartError::Bind {
-        what: "admin.listen",
-        listen: listen.to_string(),
-        source,
     })
 }
 

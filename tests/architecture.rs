@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["insight"],
     &["metrics"],
     &["agent"],
-    &["server", "ops"],
+    &["server", "ops", "handover"],
     &["config"],
     &["reload"],
     &["cli", "serve"],

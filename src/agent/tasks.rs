@@ -150,6 +150,19 @@ async fn save_bans(agent: Arc<Agent>, shutdown: CancellationToken) {
     }
 }
 
+impl Agent {
+    /// Writes `[bans] state_file` now (no-op without one); false if it failed (logged).
+    /// For a handover: the new agent reads the file right after.
+    pub fn save_bans_now(&self) -> bool {
+        self.controls.take_unsaved();
+        let saved = save_now(self);
+        if !saved {
+            self.controls.keep_unsaved();
+        }
+        saved
+    }
+}
+
 /// Writes the state file now; false if it failed (logged).
 fn save_now(agent: &Agent) -> bool {
     let Some(path) = agent.controls.settings().state_file.as_deref() else {

@@ -8,6 +8,10 @@
 //!          on protocol error (its status), HAPROXY-DISCONNECT (0), idle (2), shutdown (0)
 //! ```
 //!
+//! Shutting down, a session is drained rather than cut: it goes on reading for up to
+//! [`DRAIN_WAIT`], and answers its next frames with the DISCONNECT in the same write, so
+//! that no NOTIFY HAProxy sends meets a closed session (see [`DRAIN_WAIT`]).
+//!
 //! The hot path (Serving) works on two buffers per connection, reused for its whole
 //! life: one read fills `input` with everything the socket has; every complete frame in
 //! it is answered in place (a NOTIFY is read without copying,
@@ -45,6 +49,13 @@ use crate::spop::{
 /// does not turn our close into a reset that could destroy the DISCONNECT in flight.
 const LINGER: Duration = Duration::from_millis(500);
 
+/// How long a connection keeps being served once the agent starts shutting down, for
+/// its next frame: SPOP has no "go away", so a DISCONNECT that crosses a NOTIFY in flight
+/// fails that request in HAProxy. Sent together with an ACK instead, in the same write,
+/// it reaches HAProxy before the connection can carry another NOTIFY; only a connection
+/// idle this long gets a DISCONNECT alone.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
+
 /// Free space asked of the input buffer before each read: a read takes whatever the
 /// socket holds, up to this, so a pipelining HAProxy's burst is answered in one batch.
 const READ_SPACE: usize = 32 * 1024;
@@ -78,6 +89,7 @@ pub async fn serve_stream<S>(
             stopping: Box::pin(shutdown.cancelled_owned()),
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             last_read: tokio::time::Instant::now(),
+            draining: None,
         };
         let ending = conn.run().await;
         conn.close(ending).await;
@@ -97,8 +109,10 @@ enum Ending {
     PeerDisconnect(Disconnect),
     /// No frame within the idle timeout.
     Idle,
-    /// The agent is shutting down.
+    /// The agent is shutting down, and the connection was idle for [`DRAIN_WAIT`].
     Shutdown,
+    /// The agent is shutting down; the last answers went out with a DISCONNECT.
+    Drained,
     /// The peer broke the protocol.
     Protocol(Error),
 }
@@ -131,6 +145,9 @@ struct Connection<'a, S> {
     idle_timer: Pin<Box<Sleep>>,
     /// When the last bytes arrived: the idle deadline is this plus the idle timeout.
     last_read: tokio::time::Instant,
+    /// Set when the agent starts shutting down: until when the connection waits for
+    /// its next frame, to answer it with the DISCONNECT (see [`DRAIN_WAIT`]).
+    draining: Option<tokio::time::Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
@@ -178,6 +195,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // read again.
         loop {
             let answered = self.answer_received();
+            let whole = self.input.is_empty();
+            if answered.is_ok() && whole && self.draining.is_some() && !self.output.is_empty() {
+                return self.answer_and_disconnect().await;
+            }
             let written = self.write_output().await;
             if let Err(ending) = answered.and(written) {
                 return ending;
@@ -198,16 +219,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// Reads what the socket has into `input`, waiting for the idle timeout at most.
+    /// Writes the answers in `output` with a DISCONNECT behind them, in one write, while
+    /// draining.
+    async fn answer_and_disconnect(&mut self) -> Ending {
+        let disconnect = Disconnect {
+            status: Status::NORMAL,
+            message: Bytes::from_static(b"agent shutting down"),
+        };
+        let frame = Frame::new(0, 0, Payload::AgentDisconnect(disconnect));
+        if let Err(err) = self.codec.encode(frame, &mut self.output) {
+            return err.into();
+        }
+        self.metrics().frames.of(FrameType::AgentDisconnect).inc();
+        match self.write_output().await {
+            Ok(()) => Ending::Drained,
+            Err(ending) => ending,
+        }
+    }
+
+    /// Reads what the socket has into `input`, waiting for the idle timeout at most;
+    /// once the agent shuts down, for [`DRAIN_WAIT`] at most.
     async fn read(&mut self) -> Result<(), Ending> {
         if self.input.capacity() - self.input.len() < READ_SPACE {
             self.input.reserve(READ_SPACE);
         }
         let idle = self.service.idle_timeout;
         loop {
+            let drained = self.draining.map(tokio::time::sleep_until);
             tokio::select! {
                 biased;
-                () = self.stopping.as_mut() => return Err(Ending::Shutdown),
+                () = self.stopping.as_mut(), if self.draining.is_none() => {
+                    self.draining = Some(tokio::time::Instant::now() + DRAIN_WAIT);
+                    continue;
+                }
+                () = async { if let Some(d) = drained { d.await } }, if self.draining.is_some() => {
+                    return Err(Ending::Shutdown);
+                }
                 read = self.io.read_buf(&mut self.input) => {
                     self.last_read = tokio::time::Instant::now();
                     return match read {
@@ -301,6 +348,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     message: Bytes::from_static(b"agent shutting down"),
                 }
             }
+            Ending::Drained => {
+                debug!("shutting down: last answers sent with the DISCONNECT");
+                if self.io.shutdown().await.is_ok() {
+                    self.linger().await;
+                }
+                return;
+            }
             Ending::Protocol(Error::Io(err)) => {
                 debug!(error = %err, "i/o error");
                 return;
@@ -319,7 +373,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if self.send(frame).await.is_err() || self.io.shutdown().await.is_err() {
             return;
         }
-        // Read and discard until HAProxy closes too (or briefly), so our close is a FIN.
+        self.linger().await;
+    }
+
+    /// Reads and discards until HAProxy closes too (or briefly), so our close is a FIN.
+    async fn linger(&mut self) {
         let mut sink = [0u8; 4096];
         let io = &mut self.io;
         let _ = tokio::time::timeout(LINGER, async {

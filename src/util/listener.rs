@@ -6,9 +6,11 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -197,9 +199,74 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Set once this process has handed its listening sockets to a new agent: from then on
+/// they are the new agent's, and their unix socket files are left in place.
+static HANDED_OVER: AtomicBool = AtomicBool::new(false);
+
+/// Marks this process's listening sockets as handed over (see [`HANDED_OVER`]).
+pub fn handed_over() {
+    HANDED_OVER.store(true, Ordering::Relaxed);
+}
+
+impl Listener {
+    /// A listener on a socket handed over by another process, which must listen on
+    /// `listen` (checked: the port for TCP, the family for a unix socket).
+    ///
+    /// # Errors
+    ///
+    /// A socket that is not a listening socket of that address.
+    pub fn from_fd(listen: &Listen, fd: OwnedFd) -> io::Result<Listener> {
+        let socket = Socket::from(fd);
+        let local = socket.local_addr()?;
+        let matches = match listen {
+            Listen::Tcp(addr) => local.as_socket().is_some_and(|a| {
+                a.port() == addr.port() && (a.ip() == addr.ip() || addr.port() != 0)
+            }),
+            // Bound under a temporary name and renamed into place: the name the
+            // socket reports is not its path any more.
+            Listen::Unix(_) => local.domain() == Domain::UNIX,
+        };
+        if !matches {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the socket handed over does not listen on {listen}"),
+            ));
+        }
+        socket.set_nonblocking(true)?;
+        match listen {
+            Listen::Tcp(_) => Ok(Listener::Tcp(TcpListener::from_std(socket.into())?)),
+            Listen::Unix(path) => {
+                let listener = UnixListener::from_std(socket.into())?;
+                let inode = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
+                Ok(Listener::Unix {
+                    listener,
+                    path: path.clone(),
+                    inode,
+                })
+            }
+        }
+    }
+
+    /// A second descriptor of the listening socket, to hand over.
+    ///
+    /// # Errors
+    ///
+    /// Out of descriptors.
+    pub fn clone_fd(&self) -> io::Result<OwnedFd> {
+        match self {
+            Listener::Tcp(l) => l.as_fd().try_clone_to_owned(),
+            Listener::Unix { listener, .. } => listener.as_fd().try_clone_to_owned(),
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        // Only the socket this listener created: a newer process may have replaced it.
+        // Only the socket this listener created (a newer process may have replaced it),
+        // and only while it is this process's.
+        if HANDED_OVER.load(Ordering::Relaxed) {
+            return;
+        }
         if let Self::Unix { path, inode, .. } = self {
             let ours = std::fs::metadata(&*path).is_ok_and(|m| m.ino() == *inode);
             if ours {
