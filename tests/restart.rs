@@ -7,7 +7,7 @@ mod common;
 
 use common::agent;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,28 +17,6 @@ use spoa_guard::spop::client::Client;
 use spoa_guard::spop::{Action, TypedData};
 
 const BIN: &str = env!("CARGO_BIN_EXE_spoa-guard");
-
-/// A second agent process, killed when dropped (a failed test leaves nothing running).
-struct Second(Child);
-
-impl Drop for Second {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_second(agent: &AgentProcess) -> Second {
-    let log = std::fs::File::create(agent.dir.path().join("second.log")).unwrap();
-    let child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&agent.config)
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Second(child)
-}
 
 /// The action the agent at `addr` answers for `src`, on a fresh connection; `None` if
 /// the exchange failed.
@@ -100,7 +78,7 @@ async fn a_second_agent_takes_over_without_a_gap() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let mut second = start_second(&agent);
+    let mut second = agent.start_successor();
     let mut first = agent;
     // The first agent hands over, drains and exits by itself.
     let status = tokio::task::spawn_blocking(move || {
@@ -116,7 +94,7 @@ async fn a_second_agent_takes_over_without_a_gap() {
     for client in clients {
         client.await.unwrap();
     }
-    let second_log = std::fs::read_to_string(agent.dir.path().join("second.log")).unwrap();
+    let second_log = second.log();
     assert!(
         agent.log().contains("handed the listeners over"),
         "{}",
@@ -147,8 +125,7 @@ async fn a_second_agent_takes_over_without_a_gap() {
     assert!(healthz.is_ok());
     // And hands over in turn.
     let started = Instant::now();
-    let _ = Command::new("kill").arg(second.0.id().to_string()).status();
-    let _ = second.0.wait();
+    assert!(second.stop().success());
     assert!(started.elapsed() < Duration::from_secs(10));
     assert!(
         !agent.dir.path().join("admin.sock").exists(),

@@ -8,9 +8,9 @@
 //!          on protocol error (its status), HAPROXY-DISCONNECT (0), idle (2), shutdown (0)
 //! ```
 //!
-//! Shutting down, a session is drained rather than cut: it goes on reading for up to
-//! [`DRAIN_WAIT`], and answers its next frames with the DISCONNECT in the same write, so
-//! that no NOTIFY HAProxy sends meets a closed session (see [`DRAIN_WAIT`]).
+//! Shutting down, a session is drained rather than cut: it holds its answers until
+//! HAProxy has nothing more in flight on it, then writes them with the DISCONNECT in one
+//! write, so that no NOTIFY HAProxy sends meets a closed session (see [`DRAIN_QUIET`]).
 //!
 //! The hot path (Serving) works on two buffers per connection, reused for its whole
 //! life: one read fills `input` with everything the socket has; every complete frame in
@@ -49,12 +49,29 @@ use crate::spop::{
 /// does not turn our close into a reset that could destroy the DISCONNECT in flight.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// How long a connection keeps being served once the agent starts shutting down, for
-/// its next frame: SPOP has no "go away", so a DISCONNECT that crosses a NOTIFY in flight
-/// fails that request in HAProxy. Sent together with an ACK instead, in the same write,
-/// it reaches HAProxy before the connection can carry another NOTIFY; only a connection
-/// idle this long gets a DISCONNECT alone.
-pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
+/// Draining a connection when the agent shuts down.
+///
+/// SPOP has no "go away": a DISCONNECT that crosses a NOTIFY in flight fails that
+/// request in HAProxy (`txn.guard.error`). So a draining connection holds its answers
+/// instead of writing them: with its frames unanswered, HAProxy sends no more on it than
+/// its window (`max-waiting-frames`, 20) and puts new requests on other connections (the
+/// new agent's). Once nothing has arrived for [`DRAIN_QUIET`] — everything in flight is
+/// in — it writes the held ACKs and the DISCONNECT in one write; HAProxy reads the ACKs
+/// before the DISCONNECT, so no request fails. Answers are held [`DRAIN_HOLD`] at most.
+/// An idle connection is kept open for its next frame (HAProxy may pick it from its pool
+/// of idle connections at any moment, so a DISCONNECT alone could cross a NOTIFY) for
+/// half the shutdown grace ([`Service::drain_wait`](super::Service)); only then is it
+/// disconnected alone. What can still cross — HAProxy sending on a connection in the
+/// instant its DISCONNECT is on the way — is retried by the shipped haproxy.cfg
+/// (`send-spoe-group guard guard-retry`), which lands on another connection.
+///
+/// This is the silence after which a draining connection has received all HAProxy sent
+/// it.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(5);
+
+/// The longest a draining connection holds an answer: well below HAProxy's
+/// `timeout processing` (100 ms in the example configuration).
+pub const DRAIN_HOLD: Duration = Duration::from_millis(25);
 
 /// Free space asked of the input buffer before each read: a read takes whatever the
 /// socket holds, up to this, so a pipelining HAProxy's burst is answered in one batch.
@@ -90,6 +107,7 @@ pub async fn serve_stream<S>(
             idle_timer: Box::pin(tokio::time::sleep(idle)),
             last_read: tokio::time::Instant::now(),
             draining: None,
+            held_since: None,
         };
         let ending = conn.run().await;
         conn.close(ending).await;
@@ -109,7 +127,8 @@ enum Ending {
     PeerDisconnect(Disconnect),
     /// No frame within the idle timeout.
     Idle,
-    /// The agent is shutting down, and the connection was idle for [`DRAIN_WAIT`].
+    /// The agent is shutting down and the connection has been idle since (for
+    /// [`Service::drain_wait`](super::Service)).
     Shutdown,
     /// The agent is shutting down; the last answers went out with a DISCONNECT.
     Drained,
@@ -146,8 +165,10 @@ struct Connection<'a, S> {
     /// When the last bytes arrived: the idle deadline is this plus the idle timeout.
     last_read: tokio::time::Instant,
     /// Set when the agent starts shutting down: until when the connection waits for
-    /// its next frame, to answer it with the DISCONNECT (see [`DRAIN_WAIT`]).
+    /// its last batch, to answer it with the DISCONNECT (see [`DRAIN_QUIET`]).
     draining: Option<tokio::time::Instant>,
+    /// While draining: since when answers are held in `output`.
+    held_since: Option<tokio::time::Instant>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
@@ -195,24 +216,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // read again.
         loop {
             let answered = self.answer_received();
-            let whole = self.input.is_empty();
-            if answered.is_ok() && whole && self.draining.is_some() && !self.output.is_empty() {
-                return self.answer_and_disconnect().await;
-            }
-            let written = self.write_output().await;
-            if let Err(ending) = answered.and(written) {
-                return ending;
+            if self.draining.is_some() {
+                // Hold the answers (see DRAIN_QUIET).
+                if let Err(ending) = answered {
+                    return ending;
+                }
+                if !self.output.is_empty() && self.held_since.is_none() {
+                    self.held_since = Some(tokio::time::Instant::now());
+                }
+            } else {
+                let written = self.write_output().await;
+                if let Err(ending) = answered.and(written) {
+                    return ending;
+                }
             }
             match self.read().await {
                 Ok(()) => {}
                 Err(Ending::Shutdown) => {
-                    // Answer what has already arrived before saying goodbye.
+                    // Answer what has already arrived, with the DISCONNECT.
                     if let Some(Ok(n)) = self.io.read_buf(&mut self.input).now_or_never() {
                         trace!(bytes = n, "read at shutdown");
                     }
-                    let answered = self.answer_received();
-                    let written = self.write_output().await;
-                    return answered.and(written).err().unwrap_or(Ending::Shutdown);
+                    if let Err(ending) = self.answer_received() {
+                        return ending;
+                    }
+                    return self.answer_and_disconnect().await;
                 }
                 Err(ending) => return ending,
             }
@@ -238,18 +266,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     }
 
     /// Reads what the socket has into `input`, waiting for the idle timeout at most;
-    /// once the agent shuts down, for [`DRAIN_WAIT`] at most.
+    /// once the agent shuts down, see [`Connection::drain_deadline`].
     async fn read(&mut self) -> Result<(), Ending> {
         if self.input.capacity() - self.input.len() < READ_SPACE {
             self.input.reserve(READ_SPACE);
         }
         let idle = self.service.idle_timeout;
         loop {
-            let drained = self.draining.map(tokio::time::sleep_until);
+            let drained = self.drain_deadline().map(tokio::time::sleep_until);
             tokio::select! {
                 biased;
                 () = self.stopping.as_mut(), if self.draining.is_none() => {
-                    self.draining = Some(tokio::time::Instant::now() + DRAIN_WAIT);
+                    let wait = self.service.drain_wait;
+                    self.draining = Some(tokio::time::Instant::now() + wait);
                     continue;
                 }
                 () = async { if let Some(d) = drained { d.await } }, if self.draining.is_some() => {
@@ -273,6 +302,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
             }
         }
+    }
+
+    /// While draining, when to stop waiting for input: [`DRAIN_QUIET`] after the last
+    /// read while answers are held or a frame is incomplete (at most [`DRAIN_HOLD`] after
+    /// the first held answer), else after [`Service::drain_wait`](super::Service).
+    fn drain_deadline(&self) -> Option<tokio::time::Instant> {
+        let end = self.draining?;
+        if self.output.is_empty() && self.input.is_empty() {
+            return Some(end);
+        }
+        let quiet = self.last_read + DRAIN_QUIET;
+        let held = self.held_since.map_or(quiet, |since| since + DRAIN_HOLD);
+        Some(quiet.min(held).min(end))
     }
 
     /// Waits for one whole frame (the HELLO).

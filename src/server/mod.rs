@@ -41,6 +41,9 @@ pub struct Service {
     pub idle_timeout: Duration,
     /// Name of the SPOE message to evaluate.
     pub message: Bytes,
+    /// Shutting down, how long an idle connection waits for a last frame before it is
+    /// disconnected: half the shutdown grace (see [`conn::DRAIN_QUIET`]).
+    pub drain_wait: Duration,
 }
 
 impl Service {
@@ -51,6 +54,7 @@ impl Service {
             max_frame_size: settings.max_frame_size,
             idle_timeout: settings.idle_timeout(),
             message: Bytes::from(settings.message.clone().into_bytes()),
+            drain_wait: settings.shutdown_timeout() / 2,
         }
     }
 }

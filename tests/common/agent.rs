@@ -330,6 +330,50 @@ impl AgentProcess {
     }
 }
 
+/// A second agent process on the same configuration as an [`AgentProcess`]: a restart
+/// without a gap takes the first one's listeners over. Killed when dropped.
+pub struct Successor {
+    pub child: std::process::Child,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts a second agent on this one's configuration (it takes over).
+    pub fn start_successor(&self) -> Successor {
+        let log = self.dir.path().join("successor.log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_spoa-guard"))
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Successor { child, log }
+    }
+}
+
+impl Successor {
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let _ = std::process::Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
