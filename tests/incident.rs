@@ -297,7 +297,7 @@ async fn rules_and_reload_show_what_is_in_force() {
         .iter()
         .map(|r| r["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds, ["blocklist", "rate-limit", "auto-ban"]);
+    assert_eq!(kinds, ["ban", "blocklist", "rate-limit", "auto-ban"]);
     // A broken list: the reload is refused with file:line, the old rules stay.
     std::fs::write(
         agent.dir.path().join("block.txt"),
@@ -442,4 +442,35 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+#[tokio::test]
+async fn top_by_rule_shows_what_decides_and_what_dry_runs_would() {
+    let metrics = common::haproxy::free_port();
+    let agent = AgentProcess::with_rules_prepared(
+        &format!(
+            "[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n{RULES}\n\
+             [[user_agent]]\nname = \"curl-watch\"\npattern = \"curl\"\naction = \"deny\"\ndry_run = true\n"
+        ),
+        &[("block.txt", "198.51.100.9\n")],
+        |dir| std::fs::create_dir(dir.join("state")).unwrap(),
+    );
+    assert_eq!(cli(&agent, &["ban", "192.0.2.40", "--for", "1h"]).0, 0);
+    for _ in 0..3 {
+        verdict(&agent, "192.0.2.40", "/").await;
+    }
+    let (code, out, err) = cli(
+        &agent,
+        &["top", "--by", "rule", "--once", "--interval", "1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let line = |kind: &str| -> String {
+        out.lines()
+            .find(|l| l.starts_with(kind))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("ban ").contains(" 3  denied"), "{out}");
+    assert!(line("user-agent").contains("would deny"), "{out}");
+    assert!(out.contains("per second over the last"), "{out}");
 }

@@ -2,7 +2,10 @@
 //! reads `GET /top` from a running agent's operations listener (`[metrics] listen`) as a
 //! [`TopReport`] and prints, for every dimension (source network, source, ASN, path,
 //! host, user agent), the heaviest keys with their request count and share, for all
-//! traffic or for denied traffic.
+//! traffic or for denied traffic. `--by rule` shows instead which rules decide, and
+//! how often ([`rules`]).
+
+mod rules;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -48,9 +51,23 @@ pub struct TopArgs {
     /// Seconds between refreshes.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub interval: u64,
-    /// Print once and exit (for scripts); exit 1 if the agent cannot be read.
+    /// Print once and exit (for scripts); exit 1 if the agent cannot be read. With
+    /// `--by rule`, two reads `--interval` apart give the rates.
     #[arg(long)]
     pub once: bool,
+    /// What to show: `traffic` (who: sources, networks, ASNs, paths, hosts, user agents)
+    /// or `rule` (which rules decide, dry-run ones included, per second).
+    #[arg(long, value_enum, default_value = "traffic")]
+    pub by: By,
+}
+
+/// The views of `top`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    /// Heavy hitters of the traffic (`GET /top`).
+    Traffic,
+    /// Hits per rule (`GET /rules`).
+    Rule,
 }
 
 /// Which class of traffic to show.
@@ -83,6 +100,9 @@ pub fn run(config: &Path, args: &TopArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let tty = std::io::stdout().is_terminal();
+    if args.by == By::Rule {
+        return runtime.block_on(by_rule(addr, args, tty));
+    }
     runtime.block_on(async {
         loop {
             match fetch(addr, &args.window, usize::from(args.n)).await {
@@ -113,6 +133,42 @@ pub fn run(config: &Path, args: &TopArgs) -> ExitCode {
     })
 }
 
+/// `--by rule`: the rules view, refreshed.
+async fn by_rule(addr: SocketAddr, args: &TopArgs, tty: bool) -> ExitCode {
+    let mut previous = rules::Previous::default();
+    let interval = Duration::from_secs(args.interval);
+    loop {
+        match rules::fetch(addr).await {
+            Ok(view) => {
+                let now = std::time::Instant::now();
+                let first = previous.is_empty();
+                if !(args.once && first) {
+                    let text = rules::render(&view, &previous, now);
+                    if tty && !args.once {
+                        say!("\x1b[2J\x1b[H{text}");
+                    } else {
+                        say!("{text}");
+                    }
+                    if args.once {
+                        return ExitCode::SUCCESS;
+                    }
+                }
+                previous.remember(&view, now);
+            }
+            Err(message) => {
+                eprintln!("spoa-guard top: {message}");
+                if args.once {
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return ExitCode::SUCCESS,
+            () = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
 /// Why the report could not be read, in words for the operator.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -120,7 +176,7 @@ pub enum FetchError {
     #[error(transparent)]
     Client(#[from] ClientError),
     /// The agent answered with an error.
-    #[error("{addr}/top: {status}: {body}")]
+    #[error("{addr}: {status}: {body}")]
     Status {
         /// Where.
         addr: SocketAddr,
@@ -130,7 +186,7 @@ pub enum FetchError {
         body: String,
     },
     /// The answer is not a report.
-    #[error("{addr}/top: not a report: {source}")]
+    #[error("{addr}: not a report: {source}")]
     Json {
         /// Where.
         addr: SocketAddr,

@@ -1,8 +1,9 @@
 //! The read-only endpoints of `[metrics] listen`: `GET /metrics` (Prometheus), `GET
 //! /healthz` (the process answers), `GET /readyz` (rules loaded and the SPOP listener
 //! accepting; 503 otherwise, e.g. while shutting down), `GET /top` (the heaviest
-//! sources, networks, ASNs, paths, hosts and user agents, as JSON). Nothing here changes
-//! any state.
+//! sources, networks, ASNs, paths, hosts and user agents, as JSON), `GET /rules` (the
+//! rules in force with their hits, as the admin API shows them, for `spoa-guard top
+//! --by rule`). Nothing here changes any state.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -79,6 +80,13 @@ impl Endpoints {
         }
         match path {
             "/top" => self.top(query.unwrap_or("")),
+            "/rules" => {
+                let view = super::admin::RulesView::of(&self.agent, crate::util::unix_now_u32());
+                match serde_json::to_vec(&view) {
+                    Ok(json) => body(StatusCode::OK, "application/json", json),
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
+                }
+            }
             "/metrics" => match exposition::encode(&self.registry) {
                 Ok(metrics) => body(StatusCode::OK, exposition::CONTENT_TYPE, metrics),
                 Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n"),
@@ -93,7 +101,7 @@ impl Endpoints {
             }
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found: try /metrics, /healthz, /readyz, /top\n",
+                "not found: try /metrics, /healthz, /readyz, /top, /rules\n",
             ),
         }
     }

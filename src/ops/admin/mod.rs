@@ -204,37 +204,7 @@ impl Admin {
     }
 
     fn rules(&self, now: u32) -> Response<Full<Bytes>> {
-        let in_force = self.agent.in_force();
-        let rules = in_force
-            .engine
-            .table()
-            .iter()
-            .map(|(id, rule)| RuleView {
-                kind: rule.step.as_str().to_string(),
-                name: String::from_utf8_lossy(&rule.name).into_owned(),
-                mode: mode(rule.dry_run),
-                action: rule.action.as_str().to_string(),
-                size: u64::try_from(rule.size).unwrap_or(u64::MAX),
-                hits: in_force.hits.get(id),
-            })
-            .chain(self.agent.auto_bans.rules().iter().map(|rule| RuleView {
-                kind: "auto-ban".to_string(),
-                name: rule.name().to_string(),
-                mode: mode(rule.dry_run()),
-                action: "ban".to_string(),
-                size: u64::try_from(rule.keys().0).unwrap_or(u64::MAX),
-                hits: rule.triggers(),
-            }))
-            .collect();
-        let loaded = self.agent.metrics.rules_loaded_unix_seconds.get();
-        let view = RulesView {
-            loaded_at: wire::rfc3339(u32::try_from(loaded).unwrap_or(0)),
-            last_reload: self.agent.last_reload(),
-            dry_run: DryRunState::of(self.agent.controls.dry_run_until(now), now),
-            bans: u64::try_from(self.agent.controls.read().len()).unwrap_or(u64::MAX),
-            rules,
-        };
-        json(StatusCode::OK, &view)
+        json(StatusCode::OK, &RulesView::of(&self.agent, now))
     }
 
     async fn reload(&self) -> Response<Full<Bytes>> {
@@ -304,11 +274,6 @@ impl Handler for Admin {
         self.agent.metrics.admin_requests.of(route, result).inc();
         response
     }
-}
-
-/// `dry-run` or `enforce`.
-fn mode(dry_run: bool) -> String {
-    if dry_run { "dry-run" } else { "enforce" }.to_string()
 }
 
 /// A duration for a ban or the switch, in whole seconds: a unit is required, more than 0

@@ -6,8 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::ReloadReport;
+use crate::agent::{Agent, ReloadReport};
 use crate::bans::Ban;
+use crate::decision::{Decision, Reason};
+use crate::engine::Step;
 
 /// `POST /bans`: ban a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,8 +92,8 @@ impl DryRunState {
 /// One rule in force (`GET /rules`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleView {
-    /// Its step: `allowlist`, `blocklist`, `asn`, `user-agent`, `rate-limit`; or
-    /// `auto-ban` for an `[[auto_ban]]` rule.
+    /// Its step: `allowlist`, `ban` (every ban, one row), `blocklist`, `asn`,
+    /// `user-agent`, `rate-limit`; or `auto-ban` for an `[[auto_ban]]` rule.
     pub kind: String,
     /// Its name (list file stem, rule or limit name).
     pub name: String,
@@ -119,6 +121,67 @@ pub struct RulesView {
     pub bans: u64,
     /// Every rule, in evaluation order.
     pub rules: Vec<RuleView>,
+}
+
+impl RulesView {
+    /// What `agent` has in force at `now`: every rule of the engine in evaluation order
+    /// with the bans (all origins, one row) after the allow lists, then the
+    /// `[[auto_ban]]` rules.
+    pub fn of(agent: &Agent, now: u32) -> RulesView {
+        let in_force = agent.in_force();
+        let bans = u64::try_from(agent.controls.read().len()).unwrap_or(u64::MAX);
+        let table: Vec<RuleView> = in_force
+            .engine
+            .table()
+            .iter()
+            .map(|(id, rule)| RuleView {
+                kind: rule.step.as_str().to_string(),
+                name: String::from_utf8_lossy(&rule.name).into_owned(),
+                mode: mode(rule.dry_run),
+                action: rule.action.as_str().to_string(),
+                size: u64::try_from(rule.size).unwrap_or(u64::MAX),
+                hits: in_force.hits.get(id),
+            })
+            .collect();
+        let ban = RuleView {
+            kind: Step::Ban.as_str().to_string(),
+            name: "bans".to_string(),
+            mode: mode(false),
+            action: "deny".to_string(),
+            size: bans,
+            hits: agent
+                .metrics
+                .decisions
+                .of(Decision::Deny, Reason::Ban)
+                .get(),
+        };
+        let allow = table.iter().take_while(|r| r.kind == "allowlist").count();
+        let auto_bans = agent.auto_bans.rules();
+        let auto_bans = auto_bans.iter().map(|rule| RuleView {
+            kind: "auto-ban".to_string(),
+            name: rule.name().to_string(),
+            mode: mode(rule.dry_run()),
+            action: "ban".to_string(),
+            size: u64::try_from(rule.keys().0).unwrap_or(u64::MAX),
+            hits: rule.triggers(),
+        });
+        let mut rules = table;
+        rules.insert(allow.min(rules.len()), ban);
+        rules.extend(auto_bans);
+        let loaded = agent.metrics.rules_loaded_unix_seconds.get();
+        RulesView {
+            loaded_at: rfc3339(u32::try_from(loaded).unwrap_or(0)),
+            last_reload: agent.last_reload(),
+            dry_run: DryRunState::of(agent.controls.dry_run_until(now), now),
+            bans,
+            rules,
+        }
+    }
+}
+
+/// `dry-run` or `enforce`.
+fn mode(dry_run: bool) -> String {
+    if dry_run { "dry-run" } else { "enforce" }.to_string()
 }
 
 /// `POST /reload`'s answer.
