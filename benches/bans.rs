@@ -6,65 +6,33 @@
 //!   ≤ 30 ns per request with 100k bans, whatever the count.
 //! - `ban_add`: adding a ban to a store of 100k (and lifting it again).
 //! - `ban_expire/10k_due`: freeing 10k due bans out of 100k.
+//! - `auto_ban/count_deny`, `auto_ban/allow`: an `[[auto_ban]]` rule counting a deny
+//!   (its key's sliding window in the capped map), and passing over an allow.
 //!
 //! Before the groups run it prints how much resident memory 1M bans take (target
 //! ≤ 100 MB) and how long adding them took.
 
 use std::hint::black_box;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use spoa_guard::bans::{Ban, BanStore, Target};
+use spoa_guard::bans::{AutoBanSettings, Ban, BanStore, Target};
+use spoa_guard::decision::{Decision, Reason, Verdict};
 
 mod common;
 
 use common::{rss_kib, BenchRng};
 
-const NOW: u32 = 1_800_000_000;
+const NOW: u32 = common::BAN_NOW;
 
-/// `n` bans: mostly single IPv4 addresses, some /24s, a few IPv6 /64s, under three
-/// labels (two auto-ban rules and manual bans), expiring over the next day.
 fn bans(n: usize, seed: u64) -> Vec<Ban> {
-    let mut rng = BenchRng::new(seed);
-    let labels: [(Arc<str>, Arc<str>); 3] = [
-        (
-            Arc::from("login-abuse"),
-            Arc::from("20 rate-limit denies in 1m"),
-        ),
-        (
-            Arc::from("scanners"),
-            Arc::from("5 user-agent denies in 1m"),
-        ),
-        (Arc::from("manual"), Arc::from("INC-42")),
-    ];
-    (0..n)
-        .map(|i| {
-            let addr = IpAddr::V4(rng.ipv4());
-            let target = match i % 100 {
-                0 => Target::network_of(IpAddr::V6(Ipv6Addr::from(rng.next_u128())), 64),
-                1..=9 => Target::network_of(addr, 24),
-                _ => Target::address(addr),
-            };
-            let (origin, reason) = &labels[i % 3];
-            Ban {
-                target,
-                origin: Arc::clone(origin),
-                reason: Arc::clone(reason),
-                since: NOW,
-                expires_at: NOW + 60 + (rng.below(86_400) as u32),
-            }
-        })
-        .collect()
+    common::random_bans(n, seed)
 }
 
 fn store_of(bans: &[Ban]) -> BanStore {
-    let mut store = BanStore::new(usize::MAX);
-    for ban in bans {
-        store.add(ban.clone()).unwrap();
-    }
-    store
+    common::ban_store(bans)
 }
 
 /// Prints the memory and time 1M bans take.
@@ -153,5 +121,41 @@ fn add_and_expire(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, lookup, add_and_expire);
+/// What an `[[auto_ban]]` rule costs per deny it counts: the sliding-window count of the
+/// deny's key in the rule's capped map (sources drawn from 10k addresses), and per
+/// request it does not count (an allow: one compare).
+fn auto_ban(c: &mut Criterion) {
+    let settings: AutoBanSettings = toml::from_str(
+        "name = \"login-abuse\"\nreasons = [\"rate-limit\"]\nhits = 1000000\n\
+         window = \"1m\"\nduration = \"10m\"\n",
+    )
+    .unwrap();
+    let rule = settings.compile().unwrap();
+    let mut rng = BenchRng::new(11);
+    let sources: Vec<IpAddr> = (0..10_000).map(|_| IpAddr::V4(rng.ipv4())).collect();
+    let deny = Verdict::new(
+        Decision::Deny,
+        Reason::RateLimit,
+        Bytes::from_static(b"login"),
+    );
+    let allow = Verdict::allow_none();
+    let start = Instant::now();
+    let mut i = 0usize;
+    c.bench_function("auto_ban/count_deny", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let src = sources[i % sources.len()];
+            black_box(rule.count(&deny, src, None, start))
+        })
+    });
+    c.bench_function("auto_ban/allow", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let src = sources[i % sources.len()];
+            black_box(rule.count(black_box(&allow), src, None, start))
+        })
+    });
+}
+
+criterion_group!(benches, lookup, add_and_expire, auto_ban);
 criterion_main!(benches);

@@ -12,7 +12,8 @@
 //!
 //! [`start`] returns a [`Running`] agent: its addresses, its state, and the handles to
 //! reload it or stop it. Signals are `main`'s business ([`run`]): SIGTERM/SIGINT drain
-//! and stop, SIGHUP reloads.
+//! and stop, SIGHUP reloads, SIGUSR2 starts a successor that takes the listeners over
+//! (`process.rs`, which also tells systemd when the agent is ready).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use crate::server::{self, Service};
 use crate::util::listener::SocketAccess;
 use crate::util::{unix_now_u32, Listen, Listener};
 
+mod process;
 mod sockets;
 
 use sockets::Sockets;
@@ -399,6 +401,7 @@ pub fn run(path: &Path) -> Result<(), StartError> {
         .map_err(|e| StartError::Runtime(format!("starting the runtime: {e}")))?;
     runtime.block_on(async {
         let running = start_stamped(config, stamps).await?;
+        process::notify_ready();
         tokio::spawn(handle_signals(
             running.reload_handle(),
             running.shutdown_token(),
@@ -428,11 +431,13 @@ pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 /// SIGTERM/SIGINT: graceful shutdown (a second one exits at once). SIGHUP: reload.
+/// SIGUSR2: start a new agent that takes over (a restart without a gap).
 async fn handle_signals(force_reload: Arc<Notify>, shutdown: CancellationToken) {
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr2)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined2()),
     ) else {
         error!("cannot install signal handlers");
         return;
@@ -443,6 +448,12 @@ async fn handle_signals(force_reload: Arc<Notify>, shutdown: CancellationToken) 
             _ = int.recv() => {}
             _ = hup.recv() => {
                 force_reload.notify_one();
+                continue;
+            }
+            _ = usr2.recv() => {
+                if !shutdown.is_cancelled() {
+                    process::start_successor();
+                }
                 continue;
             }
         }

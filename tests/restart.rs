@@ -132,3 +132,44 @@ async fn a_second_agent_takes_over_without_a_gap() {
         "the last agent removes its socket"
     );
 }
+
+#[tokio::test]
+async fn sigusr2_starts_a_successor_that_takes_over() {
+    let mut agent = AgentProcess::with_rules(
+        "[admin]\nlisten = \"unix:admin.sock\"\n[lists]\nblock = [\"block.txt\"]\n",
+        &[("block.txt", "198.51.100.9\n")],
+    );
+    let addr = agent.addr;
+    agent.signal("USR2");
+    let (status, agent) = tokio::task::spawn_blocking(move || (agent.stop_wait(), agent))
+        .await
+        .unwrap();
+    let log = agent.log();
+    // The successor shares the log file (stderr inherited); kill it whatever happens next.
+    let pid: Option<u32> = log
+        .lines()
+        .find(|l| l.contains("SIGUSR2: started a new agent"))
+        .and_then(|l| l.split("pid=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok());
+    let successor = KillOnDrop(pid);
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(successor.0.is_some(), "no successor started:\n{log}");
+    assert_eq!(
+        action(addr, "198.51.100.9").await.as_deref(),
+        Some("deny"),
+        "{log}"
+    );
+    assert!(agent.dir.path().join("admin.sock").exists());
+}
+
+/// Kills a process by pid when dropped.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}

@@ -2,7 +2,10 @@
 
 #![allow(dead_code)] // each bench uses a different subset
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use spoa_guard::bans::{Ban, BanStore, Target};
 use std::path::Path;
 
 use rand::rngs::Xoshiro256PlusPlus;
@@ -229,4 +232,51 @@ burst = 1000000000
         bad = bad_bots.display().to_string(),
         ai = ai_crawlers.display().to_string(),
     )
+}
+
+/// The Unix second the generated bans start at.
+pub const BAN_NOW: u32 = 1_800_000_000;
+
+/// `n` bans: mostly single IPv4 addresses, some /24s, a few IPv6 /64s, under three
+/// labels (two auto-ban rules and manual bans), expiring over the next day.
+pub fn random_bans(n: usize, seed: u64) -> Vec<Ban> {
+    let mut rng = BenchRng::new(seed);
+    let labels: [(Arc<str>, Arc<str>); 3] = [
+        (
+            Arc::from("login-abuse"),
+            Arc::from("20 rate-limit denies in 1m"),
+        ),
+        (
+            Arc::from("scanners"),
+            Arc::from("5 user-agent denies in 1m"),
+        ),
+        (Arc::from("manual"), Arc::from("INC-42")),
+    ];
+    (0..n)
+        .map(|i| {
+            let addr = IpAddr::V4(rng.ipv4());
+            let target = match i % 100 {
+                0 => Target::network_of(IpAddr::V6(Ipv6Addr::from(rng.next_u128())), 64),
+                1..=9 => Target::network_of(addr, 24),
+                _ => Target::address(addr),
+            };
+            let (origin, reason) = &labels[i % 3];
+            Ban {
+                target,
+                origin: Arc::clone(origin),
+                reason: Arc::clone(reason),
+                since: BAN_NOW,
+                expires_at: BAN_NOW + 60 + (rng.below(86_400) as u32),
+            }
+        })
+        .collect()
+}
+
+/// A store holding `bans`.
+pub fn ban_store(bans: &[Ban]) -> BanStore {
+    let mut store = BanStore::new(usize::MAX);
+    for ban in bans {
+        store.add(ban.clone()).unwrap();
+    }
+    store
 }

@@ -41,7 +41,7 @@ use crate::decision::{Request, Verdict};
 use crate::engine::{Context, Engine};
 use crate::insight::{Insight, InsightConfig, InvalidInsight};
 use crate::metrics::{Hit, HitTable, Metrics};
-use crate::util::{unix_now, unix_now_u32, LogThrottle};
+use crate::util::{unix_now, LogThrottle, WallClock};
 
 /// How the agent records decisions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,6 +93,8 @@ pub struct Agent {
     pub controls: Controls,
     /// The `[[auto_ban]]` rules in force, their counts and the offences.
     pub auto_bans: AutoBans,
+    /// Unix seconds of the request path's `Instant`s (ban expiries).
+    pub clock: WallClock,
     /// Heavy hitters for `/top`; `None` when turned off.
     insight: Option<Insight>,
     /// Paces deny log lines; `None`: denies are not logged.
@@ -159,6 +161,7 @@ impl Agent {
             metrics,
             controls: Controls::new(bans),
             auto_bans: AutoBans::default(),
+            clock: WallClock::default(),
             insight,
             deny_log: (deny_lines_per_second > 0)
                 .then(|| LogThrottle::new(Duration::from_secs(1) / deny_lines_per_second)),
@@ -212,16 +215,15 @@ impl Agent {
     /// that a batch is decided by one rule set (a reload swaps in the next one between
     /// batches).
     ///
-    /// The batch also reads the bans under one read lock and one reading of the wall
-    /// clock and of the dry-run switch: a ban set meanwhile applies from the next batch.
+    /// The batch also reads the bans under one read lock, and the dry-run switch once: a
+    /// ban set meanwhile applies from the next batch. Each request's Unix second comes
+    /// from its `Instant` ([`WallClock`]), with no clock read.
     pub fn decider(&self) -> Decider<'_> {
-        let unix_now = unix_now_u32();
         Decider {
             agent: self,
             rules: self.in_force.load(),
             bans: self.controls.read(),
-            unix_now,
-            dry_run_all: self.controls.dry_run_until(unix_now).is_some(),
+            dry_run_until: self.controls.dry_run_until(0),
         }
     }
 }
@@ -231,8 +233,8 @@ pub struct Decider<'a> {
     agent: &'a Agent,
     rules: Guard<Arc<InForce>>,
     bans: RwLockReadGuard<'a, BanStore>,
-    unix_now: u32,
-    dry_run_all: bool,
+    /// When the dry-run switch turns off, if it was set when the batch started.
+    dry_run_until: Option<u32>,
 }
 
 impl Decider<'_> {
@@ -240,11 +242,17 @@ impl Decider<'_> {
     /// traffic insight, the deny log.
     #[inline]
     pub fn decide(&self, request: &Request<'_>, now: Instant) -> Verdict {
+        // The wall clock only matters to bans and the switch: skip it without either.
+        let unix_now = if self.bans.is_empty() && self.dry_run_until.is_none() {
+            0
+        } else {
+            self.agent.clock.unix_secs(now)
+        };
         let context = Context {
             now,
-            unix_now: self.unix_now,
+            unix_now,
             bans: Some(&self.bans),
-            dry_run_all: self.dry_run_all,
+            dry_run_all: self.dry_run_until.is_some_and(|until| until > unix_now),
         };
         let verdict = self.rules.engine.evaluate_in(request, &context);
         record::decision(self.agent, &self.rules, request, &verdict, now);

@@ -88,6 +88,7 @@ pub const SAVE_INTERVAL: Duration = Duration::from_millis(250);
 async fn expire_bans(agent: Arc<Agent>, shutdown: CancellationToken) {
     let switch_was_on = Arc::new(std::sync::atomic::AtomicBool::new(false));
     every(EXPIRE_INTERVAL, shutdown, move || {
+        agent.clock.refresh();
         let now = unix_now_u32();
         agent.controls.expire(now, &agent.metrics);
         agent.auto_bans.forget(now);
