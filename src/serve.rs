@@ -221,7 +221,7 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     }
     let server = tokio::spawn(server::run(
         listener,
-        service,
+        service.clone(),
         max_connections,
         shutdown.clone(),
         grace,
@@ -229,6 +229,7 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     sockets.accepting();
     let handing = Handing {
         agent: agent.clone(),
+        service: service.clone(),
         shutdown: shutdown.clone(),
     };
     let handed = std::mem::take(&mut sockets.handed);
@@ -256,6 +257,7 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
 #[derive(Debug)]
 struct Handing {
     agent: Arc<Agent>,
+    service: Arc<Service>,
     shutdown: CancellationToken,
 }
 
@@ -265,6 +267,7 @@ impl handover::Handing for Handing {
     }
 
     fn stop(&self) {
+        self.service.drain_for_takeover();
         self.shutdown.cancel();
     }
 }

@@ -60,7 +60,9 @@ const LINGER: Duration = Duration::from_millis(500);
 /// before the DISCONNECT, so no request fails. Answers are held [`DRAIN_HOLD`] at most.
 /// An idle connection is kept open for its next frame (HAProxy may pick it from its pool
 /// of idle connections at any moment, so a DISCONNECT alone could cross a NOTIFY) for
-/// half the shutdown grace ([`Service::drain_wait`](super::Service)); only then is it
+/// half the shutdown grace when a new agent takes over
+/// ([`Service::drain_for_takeover`](super::Service::drain_for_takeover)), briefly when
+/// the agent just stops; only then is it
 /// disconnected alone. What can still cross — HAProxy sending on a connection in the
 /// instant its DISCONNECT is on the way — is retried by the shipped haproxy.cfg
 /// (`send-spoe-group guard guard-retry`), which lands on another connection.
@@ -128,7 +130,7 @@ enum Ending {
     /// No frame within the idle timeout.
     Idle,
     /// The agent is shutting down and the connection has been idle since (for
-    /// [`Service::drain_wait`](super::Service)).
+    /// [`Service::drain_wait`](super::Service::drain_wait)).
     Shutdown,
     /// The agent is shutting down; the last answers went out with a DISCONNECT.
     Drained,
@@ -277,7 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             tokio::select! {
                 biased;
                 () = self.stopping.as_mut(), if self.draining.is_none() => {
-                    let wait = self.service.drain_wait;
+                    let wait = self.service.drain_wait();
                     self.draining = Some(tokio::time::Instant::now() + wait);
                     continue;
                 }
@@ -306,7 +308,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     /// While draining, when to stop waiting for input: [`DRAIN_QUIET`] after the last
     /// read while answers are held or a frame is incomplete (at most [`DRAIN_HOLD`] after
-    /// the first held answer), else after [`Service::drain_wait`](super::Service).
+    /// the first held answer), else after
+    /// [`Service::drain_wait`](super::Service::drain_wait).
     fn drain_deadline(&self) -> Option<tokio::time::Instant> {
         let end = self.draining?;
         if self.output.is_empty() && self.input.is_empty() {

@@ -17,6 +17,7 @@ pub use crate::util::{Accepted, InvalidListen, Listen, Listener};
 pub use conn::serve_stream;
 pub use settings::{ServerSettings, MAX_THREADS};
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,8 +43,30 @@ pub struct Service {
     /// Name of the SPOE message to evaluate.
     pub message: Bytes,
     /// Shutting down, how long an idle connection waits for a last frame before it is
-    /// disconnected: half the shutdown grace (see [`conn::DRAIN_QUIET`]).
-    pub drain_wait: Duration,
+    /// disconnected, in milliseconds (see [`conn::DRAIN_QUIET`]): briefly on SIGTERM
+    /// (the agent goes away, nothing gains from waiting), half the shutdown grace when a
+    /// new agent takes over ([`Service::drain_for_takeover`]).
+    drain_wait_ms: AtomicU64,
+    /// The shutdown grace, of which a takeover's drain waits half.
+    grace: Duration,
+}
+
+/// How long an idle connection waits for a last frame when the agent simply stops.
+pub const STOP_DRAIN_WAIT: Duration = Duration::from_millis(300);
+
+impl Service {
+    /// How long an idle connection waits for a last frame once shutting down.
+    pub fn drain_wait(&self) -> Duration {
+        Duration::from_millis(self.drain_wait_ms.load(Ordering::Relaxed))
+    }
+
+    /// A new agent takes over: idle connections wait half the shutdown grace for their
+    /// next frame (HAProxy may still pick them from its pool), so that none is
+    /// disconnected under a NOTIFY in flight.
+    pub fn drain_for_takeover(&self) {
+        let ms = u64::try_from((self.grace / 2).as_millis()).unwrap_or(u64::MAX);
+        self.drain_wait_ms.store(ms, Ordering::Relaxed);
+    }
 }
 
 impl Service {
@@ -54,7 +77,10 @@ impl Service {
             max_frame_size: settings.max_frame_size,
             idle_timeout: settings.idle_timeout(),
             message: Bytes::from(settings.message.clone().into_bytes()),
-            drain_wait: settings.shutdown_timeout() / 2,
+            drain_wait_ms: AtomicU64::new(
+                u64::try_from(STOP_DRAIN_WAIT.as_millis()).unwrap_or(u64::MAX),
+            ),
+            grace: settings.shutdown_timeout(),
         }
     }
 }
