@@ -39,7 +39,7 @@ pub struct BanArgs {
     /// Why (an incident or ticket), kept with the ban and logged.
     #[arg(long, default_value = "")]
     pub reason: String,
-    /// Ban a network wider than [bans] max_prefix_v4 / max_prefix_v6.
+    /// Ban a network wider than `[bans]` max_prefix_v4 / max_prefix_v6.
     #[arg(long)]
     pub force: bool,
 }

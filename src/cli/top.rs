@@ -3,7 +3,7 @@
 //! [`TopReport`] and prints, for every dimension (source network, source, ASN, path,
 //! host, user agent), the heaviest keys with their request count and share, for all
 //! traffic or for denied traffic. `--by rule` shows instead which rules decide, and
-//! how often ([`rules`]).
+//! how often (`top/rules.rs`).
 
 mod rules;
 

@@ -203,7 +203,7 @@ fn temp_path(path: &Path) -> PathBuf {
 /// they are the new agent's, and their unix socket files are left in place.
 static HANDED_OVER: AtomicBool = AtomicBool::new(false);
 
-/// Marks this process's listening sockets as handed over (see [`HANDED_OVER`]).
+/// Marks this process's listening sockets as handed over (a handed-over unix socket is not removed when its listener drops).
 pub fn handed_over() {
     HANDED_OVER.store(true, Ordering::Relaxed);
 }
