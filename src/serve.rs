@@ -267,6 +267,8 @@ impl handover::Handing for Handing {
     }
 
     fn stop(&self) {
+        // The successor read the bans this agent saved; the file is its to write now.
+        self.agent.controls.stop_saving();
         self.service.drain_for_takeover();
         self.shutdown.cancel();
     }

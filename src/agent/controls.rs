@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
 use tracing::{info, warn};
@@ -57,6 +57,11 @@ pub struct Controls {
     dry_run_until: AtomicU32,
     /// Set by every change to the bans, cleared by the state writer when it saves.
     unsaved: AtomicBool,
+    /// Held while the state file is written: the state writer and a handover's save
+    /// never write at once.
+    save_lock: Mutex<()>,
+    /// Set once the bans are a successor's to save (after a handover).
+    saves_stopped: AtomicBool,
     /// Wakes the state writer.
     pub(super) changed: Notify,
 }
@@ -69,6 +74,8 @@ impl Controls {
             settings,
             dry_run_until: AtomicU32::new(0),
             unsaved: AtomicBool::new(false),
+            save_lock: Mutex::new(()),
+            saves_stopped: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -234,8 +241,50 @@ impl Controls {
         self.unsaved.swap(false, Ordering::AcqRel)
     }
 
+    /// The right to write the state file now, one writer at a time; `None` once a
+    /// successor has taken over (its file now, which this agent must not overwrite).
+    pub(super) fn saving(&self) -> Option<MutexGuard<'_, ()>> {
+        let guard = self
+            .save_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        (!self.saves_stopped.load(Ordering::Acquire)).then_some(guard)
+    }
+
+    /// Stops this agent from writing the state file again: a successor took over.
+    pub fn stop_saving(&self) {
+        let _writing = self
+            .save_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.saves_stopped.store(true, Ordering::Release);
+    }
+
     /// Marks the bans unsaved again after a failed save.
     pub(super) fn keep_unsaved(&self) {
         self.unsaved.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_a_handover_this_agent_writes_the_state_file_no_more() {
+        let controls = Controls::new(BanSettings::default());
+        assert!(controls.saving().is_some());
+        controls.stop_saving();
+        assert!(controls.saving().is_none());
+    }
+
+    #[test]
+    fn the_dry_run_switch_turns_itself_off_at_its_second() {
+        let controls = Controls::new(BanSettings::default());
+        controls.set_dry_run(Some(1_000), 900, &Actor::Token);
+        assert_eq!(controls.dry_run_until(999), Some(1_000));
+        assert_eq!(controls.dry_run_until(1_000), None);
+        controls.set_dry_run(None, 950, &Actor::Uid(0));
+        assert_eq!(controls.dry_run_until(951), None);
     }
 }

@@ -169,6 +169,9 @@ fn save_now(agent: &Agent) -> bool {
     let Some(path) = agent.controls.settings().state_file.as_deref() else {
         return true;
     };
+    let Some(_writing) = agent.controls.saving() else {
+        return true; // a successor's file now
+    };
     let now = unix_now_u32();
     let bans = agent.controls.list(now);
     let offences = agent.auto_bans.offences_list();

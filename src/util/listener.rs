@@ -220,7 +220,7 @@ impl Listener {
         let local = socket.local_addr()?;
         let matches = match listen {
             Listen::Tcp(addr) => local.as_socket().is_some_and(|a| {
-                a.port() == addr.port() && (a.ip() == addr.ip() || addr.port() != 0)
+                a.ip() == addr.ip() && (addr.port() == 0 || a.port() == addr.port())
             }),
             // Bound under a temporary name and renamed into place: the name the
             // socket reports is not its path any more.
