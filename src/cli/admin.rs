@@ -371,13 +371,7 @@ pub fn rules_table(view: &RulesView) -> String {
         lines.push("no rules".to_string());
         return lines.join("\n");
     }
-    let name = view
-        .rules
-        .iter()
-        .map(|r| r.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let name = view.name_width();
     lines.push(format!(
         "{:<10}  {:<name$}  {:<7}  {:<6}  {:>9}  {:>10}",
         "KIND", "NAME", "MODE", "ACTION", "SIZE", "HITS"

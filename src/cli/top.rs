@@ -201,6 +201,18 @@ pub enum FetchError {
 ///
 /// Connection refused, timeout, a non-200 answer or a body that is not a report.
 pub async fn fetch(addr: SocketAddr, window: &str, n: usize) -> Result<TopReport, FetchError> {
+    fetch_json(addr, &format!("/top?window={}&n={n}", percent(window))).await
+}
+
+/// Fetches `GET uri` from the operations listener at `addr` as JSON.
+///
+/// # Errors
+///
+/// Connection refused, timeout, a non-200 answer or a body that is not a `T`.
+async fn fetch_json<T: serde::de::DeserializeOwned>(
+    addr: SocketAddr,
+    uri: &str,
+) -> Result<T, FetchError> {
     let at = Listen::Tcp(addr);
     let call = Call {
         at: &at,
@@ -208,8 +220,7 @@ pub async fn fetch(addr: SocketAddr, window: &str, n: usize) -> Result<TopReport
         token: None,
         timeout: FETCH_TIMEOUT,
     };
-    let uri = format!("/top?window={}&n={n}", percent(window));
-    let answer = call.send(Method::GET, &uri, None).await?;
+    let answer = call.send(Method::GET, uri, None).await?;
     if !answer.status.is_success() {
         return Err(FetchError::Status {
             addr,

@@ -9,12 +9,8 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-
-use super::{FetchError, FETCH_TIMEOUT};
-use crate::cli::client::Call;
+use super::FetchError;
 use crate::ops::admin::RulesView;
-use crate::util::Listen;
 
 /// Fetches `GET /rules` from the agent at `addr`.
 ///
@@ -22,22 +18,7 @@ use crate::util::Listen;
 ///
 /// Connection refused, timeout, a non-200 answer or a body that is not a rules view.
 pub async fn fetch(addr: SocketAddr) -> Result<RulesView, FetchError> {
-    let at = Listen::Tcp(addr);
-    let call = Call {
-        at: &at,
-        hint: " (is [metrics] listen set?)",
-        token: None,
-        timeout: FETCH_TIMEOUT,
-    };
-    let answer = call.send(Method::GET, "/rules", None).await?;
-    if !answer.status.is_success() {
-        return Err(FetchError::Status {
-            addr,
-            status: answer.status,
-            body: answer.reason(),
-        });
-    }
-    serde_json::from_slice(&answer.body).map_err(|source| FetchError::Json { addr, source })
+    super::fetch_json(addr, "/rules").await
 }
 
 /// Hit counts of one snapshot, by (kind, name).
@@ -83,13 +64,7 @@ pub fn render(view: &RulesView, previous: &Previous, at: Instant) -> String {
         let until = view.dry_run.until.as_deref().unwrap_or("?");
         let _ = writeln!(out, "DRY-RUN SWITCH ON until {until}: nothing denies");
     }
-    let name = view
-        .rules
-        .iter()
-        .map(|r| r.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let name = view.name_width();
     let _ = writeln!(
         out,
         "\n{:<10}  {:<name$}  {:<7}  {:>10}  {:>12}  EFFECT",

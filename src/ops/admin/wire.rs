@@ -179,6 +179,19 @@ impl RulesView {
     }
 }
 
+impl RulesView {
+    /// The width of the NAME column of a table of the rules: the longest name, at least
+    /// the heading's 4.
+    pub fn name_width(&self) -> usize {
+        self.rules
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(4)
+    }
+}
+
 /// `dry-run` or `enforce`.
 fn mode(dry_run: bool) -> String {
     if dry_run { "dry-run" } else { "enforce" }.to_string()
