@@ -115,7 +115,7 @@ block_file = "asn-block.txt"
     let config = Config::parse(&path, &toml, []).unwrap();
     let before = rss_kib().map_or(0, |(rss, _)| rss * 1024);
     let started = Instant::now();
-    let engine = Engine::load(&config.rules, &path, None).unwrap();
+    let engine = Engine::load(&config.rules, &path, None, None).unwrap();
     let elapsed = started.elapsed();
     let added = rss_kib()
         .map_or(0, |(rss, _)| rss * 1024)

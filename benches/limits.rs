@@ -117,7 +117,7 @@ struct Ours(Limits);
 
 impl Ours {
     fn new(max_keys: usize) -> Self {
-        Ours(Limits::build(&[config("l", "src", max_keys)], None).unwrap())
+        Ours(Limits::build(&[config("l", "src", max_keys)], None, None).unwrap())
     }
 
     fn limit(&self) -> &Limit {
@@ -274,7 +274,7 @@ fn three_limits(c: &mut Criterion) {
         },
         config("all", "global", 500_000),
     ];
-    let limits = Limits::build(&configs, None).unwrap();
+    let limits = Limits::build(&configs, None, None).unwrap();
     let sources = sources(100_000, 11);
     let login = |src| Request {
         method: Some(b"POST"),
@@ -315,7 +315,7 @@ fn limit_count(c: &mut Criterion) {
             path_prefix: Some(format!("/api/v1/endpoint-{i}")),
             ..config(&format!("endpoint-{i}"), "src+path", 500_000)
         }));
-        let limits = Limits::build(&configs, None).unwrap();
+        let limits = Limits::build(&configs, None, None).unwrap();
         let mut time = Ticker::new();
         let mut i = 0usize;
         let mut next_request = || {
@@ -388,7 +388,7 @@ fn retain_recent(c: &mut Criterion) {
                 burst: Some(1),
                 ..config("l", "src", n)
             }],
-            None,
+            None, None,
         )
         .unwrap();
         let now = Instant::now();

@@ -93,7 +93,7 @@ impl RuleFiles {
 /// previous one's limit state.
 fn reload(path: &Path, previous: &Engine) -> Engine {
     let config = Config::load(path).unwrap();
-    Engine::load(&config.rules, &config.path, Some(previous)).unwrap()
+    Engine::load(&config.rules, &config.path, Some(previous), None).unwrap()
 }
 
 fn reloads(c: &mut Criterion) {

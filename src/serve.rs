@@ -378,7 +378,7 @@ fn admin_token(settings: &AdminSettings, listen: &Listen) -> Result<Option<Strin
 /// load (agent at 3.5M requests: 43 against 36 MiB), the request path growing an arena
 /// of its own. Reloads build on the blocking pool, as they must.
 fn load_rules(config: &Config) -> Result<Engine, StartError> {
-    let loaded = Engine::load(&config.rules, &config.path, None);
+    let loaded = Engine::load(&config.rules, &config.path, None, None);
     loaded.map_err(|errors| {
         for err in &errors.0 {
             error!("{err}");

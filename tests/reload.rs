@@ -382,7 +382,7 @@ async fn the_reload_error_names_file_and_line() {
     );
     let path = dir.path().join("guard.toml");
     let config = Config::load(&path).unwrap();
-    let engine = Engine::load(&config.rules, &config.path, None).unwrap();
+    let engine = Engine::load(&config.rules, &config.path, None, None).unwrap();
     let shared = Arc::new(Agent::with_engine(engine));
     let mut reloader = Reloader::new(config, Stamps::default(), shared.clone());
 

@@ -111,7 +111,7 @@ pub(crate) fn load(
     for warning in &config.warnings {
         eprintln!("{warning}");
     }
-    match crate::engine::Engine::load(&config.rules, &config.path, None) {
+    match crate::engine::Engine::load(&config.rules, &config.path, None, None) {
         Ok(engine) => Some((config, engine)),
         Err(errors) => {
             eprintln!("{errors}");

@@ -62,7 +62,7 @@ pub use table::{RuleInfo, RuleTable, StepSummary, Summary, ASN_RULE};
 
 use crate::bans::BanStore;
 use crate::decision::{Decision, Request, Verdict};
-use crate::limits::Limits;
+use crate::limits::{FleetLink, Limits};
 use crate::rules::{LoadError, LoadErrors, RuleSet};
 use steps::{Evaluation, Flow};
 
@@ -115,8 +115,9 @@ impl Engine {
     }
 
     /// Loads every rule input named by `settings` and builds the limits, carrying over
-    /// the buckets of unchanged limits from `previous`. `config_path` locates errors in
-    /// inline settings (user-agent patterns).
+    /// the buckets of unchanged limits from `previous`, fleet limits in `fleet` (or
+    /// `previous`'s fleet). `config_path` locates errors in inline settings (user-agent
+    /// patterns).
     ///
     /// # Errors
     ///
@@ -125,6 +126,7 @@ impl Engine {
         settings: &RuleSettings,
         config_path: &Path,
         previous: Option<&Engine>,
+        fleet: Option<&FleetLink>,
     ) -> Result<Engine, LoadErrors> {
         let rules = RuleSet::load(
             &settings.lists,
@@ -133,7 +135,7 @@ impl Engine {
             config_path,
             previous.map(|e| &e.rules),
         );
-        let limits = Limits::build(&settings.limit, previous.map(|e| &e.limits))
+        let limits = Limits::build(&settings.limit, previous.map(|e| &e.limits), fleet)
             .map_err(|err| LoadErrors::from(LoadError::file(config_path, err.to_string())));
         match (rules, limits) {
             (Ok(rules), Ok(limits)) => Ok(Engine::new(rules, limits)),
@@ -294,7 +296,7 @@ mod tests {
         let problems = settings.validate();
         assert!(problems.iter().all(|p| !p.is_error()), "{problems:?}");
         settings.rebase(dir.path());
-        (Engine::load(&settings, &path, None).unwrap(), dir)
+        (Engine::load(&settings, &path, None, None).unwrap(), dir)
     }
 
     fn request<'a>(src: &str, ua: Option<&'a str>, path: &'a str) -> Request<'a> {
@@ -802,7 +804,7 @@ dry_run = true
         let mut settings: RuleSettings = toml::from_str(CONFIG).unwrap();
         settings.rebase(dir.path());
         let path = dir.path().join("spoa-guard.toml");
-        let reload = |previous: &Engine| Engine::load(&settings, &path, Some(previous)).unwrap();
+        let reload = |previous: &Engine| Engine::load(&settings, &path, Some(previous), None).unwrap();
 
         let same = reload(&first);
         let (a, b) = (first.rules(), same.rules());

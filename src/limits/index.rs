@@ -244,7 +244,7 @@ mod tests {
                 .enumerate()
                 .map(|(n, (p, m, h))| spec(n, p.as_deref(), m, h.as_deref()))
                 .collect();
-            let limits = Limits::build(&specs, None).unwrap();
+            let limits = Limits::build(&specs, None, None).unwrap();
             let request = request(path.as_deref(), method.as_deref(), host.as_deref());
             let candidates = limits.candidates(&request);
             prop_assert!(candidates.windows(2).all(|w| w[0] < w[1]));

@@ -40,7 +40,7 @@
 //! seed is secret and random per process, so collisions cannot be crafted offline.
 
 use std::fmt;
-use std::hash::{BuildHasher, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -192,7 +192,7 @@ impl KeySpec {
 
     /// The request's key as a 64-bit keyed hash (see the module docs).
     #[inline]
-    pub(crate) fn hash(&self, seed: &RandomState, request: &Request<'_>, asn: Option<u32>) -> u64 {
+    pub(crate) fn hash(&self, seed: &impl BuildHasher, request: &Request<'_>, asn: Option<u32>) -> u64 {
         let mut h = seed.build_hasher();
         for part in &self.parts {
             match part {

@@ -76,6 +76,7 @@
 //! run to enforcing wants). Any other change starts with fresh (full) buckets.
 
 mod buckets;
+mod fleet;
 mod index;
 mod key;
 mod spec;
@@ -88,11 +89,12 @@ use bytes::Bytes;
 use crate::decision::Request;
 
 use buckets::Buckets;
+pub use fleet::{FleetBuckets, FleetLink, FleetSeed, Mark, MarkSender};
 pub use index::Candidates;
 use index::LimitIndex;
 use key::host_without_port;
 pub use key::{KeyError, KeySpec};
-pub use spec::{LimitSpec, SpecError, DEFAULT_MAX_KEYS};
+pub use spec::{LimitSpec, Scope, SpecError, DEFAULT_MAX_KEYS};
 
 /// Every configured limit, in configuration order, with its buckets.
 #[derive(Debug, Default)]
@@ -101,6 +103,15 @@ pub struct Limits {
     limits: Vec<Limit>,
     /// Finds the limits that may apply to a request without asking each.
     index: LimitIndex,
+    /// The fleet the fleet limits were built for, handed on to the next build.
+    fleet: Option<FleetLink>,
+}
+
+/// A limit's buckets: this agent's alone, or its view of the fleet's.
+#[derive(Debug, Clone)]
+enum State {
+    Local(Arc<Buckets>),
+    Fleet(Arc<FleetBuckets>),
 }
 
 /// One `[[limit]]`: conditions, key and buckets.
@@ -116,7 +127,7 @@ pub struct Limit {
     /// `spec.host` lower-cased without a port, for [`Limit::applies`].
     host: Option<Vec<u8>>,
     /// The state; shared with the previous [`Limits`] when carried over.
-    buckets: Arc<Buckets>,
+    state: State,
 }
 
 /// What taking a token from a request's bucket gave.
@@ -139,24 +150,37 @@ impl Limits {
     /// Builds the limits of `specs`. The buckets of every limit of `previous` whose
     /// name and parameters (everything but `dry_run`) are unchanged are shared with the
     /// new limit; changed and new limits start with full buckets; removed ones are dropped
-    /// with the old `Limits`.
+    /// with the old `Limits`. Fleet limits join the fleet of `fleet`, or of `previous`
+    /// when `fleet` is `None`.
     ///
     /// # Errors
     ///
-    /// Numbers that cannot make a bucket (a validated [`LimitSpec`] has none), naming
-    /// the limit.
-    pub fn build(specs: &[LimitSpec], previous: Option<&Limits>) -> Result<Limits, BuildError> {
+    /// Numbers that cannot make a bucket (a validated [`LimitSpec`] has none), or a
+    /// fleet limit without a fleet, naming the limit.
+    pub fn build(
+        specs: &[LimitSpec],
+        previous: Option<&Limits>,
+        fleet: Option<&FleetLink>,
+    ) -> Result<Limits, BuildError> {
+        let fleet = fleet.or_else(|| previous.and_then(|p| p.fleet.as_ref()));
         let mut limits: Vec<Limit> = Vec::with_capacity(specs.len());
         for spec in specs {
             let carried = previous
                 .and_then(|p| p.limits.iter().find(|l| same_state(&l.spec, spec)))
-                .map(|l| Arc::clone(&l.buckets));
-            let buckets = match carried {
-                Some(buckets) => buckets,
-                None => Arc::new(Buckets::new(spec).map_err(|error| BuildError {
-                    limit: spec.name.to_string(),
-                    error,
-                })?),
+                .map(|l| l.state.clone());
+            let error = |error| BuildError {
+                limit: spec.name.to_string(),
+                error,
+            };
+            let state = match (carried, spec.scope, fleet) {
+                (Some(state), _, _) => state,
+                (None, Scope::Local, _) => {
+                    State::Local(Arc::new(Buckets::new(spec, Default::default()).map_err(error)?))
+                }
+                (None, Scope::Fleet, Some(link)) => {
+                    State::Fleet(Arc::new(FleetBuckets::new(spec, link).map_err(error)?))
+                }
+                (None, Scope::Fleet, None) => return Err(error(SpecError::NoFleet)),
             };
             limits.push(Limit {
                 name: spec.name.bytes().clone(),
@@ -166,11 +190,15 @@ impl Limits {
                     .map(|h| host_without_port(h.as_bytes()).to_ascii_lowercase()),
                 global: spec.key.is_global(),
                 spec: spec.clone(),
-                buckets,
+                state,
             });
         }
         let index = LimitIndex::build(specs);
-        Ok(Limits { limits, index })
+        Ok(Limits {
+            limits,
+            index,
+            fleet: fleet.cloned(),
+        })
     }
 
     /// The limits in configuration order.
@@ -210,7 +238,10 @@ impl Limits {
     /// (`benches/limits.rs`).
     pub fn retain_recent(&self, now: Instant) {
         for limit in &self.limits {
-            limit.buckets.retain_recent(now);
+            match &limit.state {
+                State::Local(buckets) => buckets.retain_recent(now),
+                State::Fleet(fleet) => fleet.buckets.retain_recent(now),
+            }
         }
     }
 
@@ -285,26 +316,65 @@ impl Limit {
 
     /// Takes one token at `now` from the bucket of the request's key (`asn`: the
     /// source's ASN when known). Does not check [`Limit::applies`].
+    #[inline]
     pub fn take(&self, request: &Request<'_>, asn: Option<u32>, now: Instant) -> Take {
-        self.buckets.take(self.key_hash(request, asn), now)
+        match &self.state {
+            State::Local(buckets) => buckets.take(self.key_hash(buckets.seed(), request, asn), now),
+            State::Fleet(fleet) => {
+                fleet.take(self.key_hash(fleet.buckets.seed(), request, asn), now)
+            }
+        }
     }
 
     /// What [`Limit::take`] would give at `now`, without taking anything (for `eval`
     /// on steps after the decision). A key at the cap is [`Take::Untracked`] but not
     /// counted.
     pub fn peek(&self, request: &Request<'_>, asn: Option<u32>, now: Instant) -> Take {
-        self.buckets.peek(self.key_hash(request, asn), now)
+        match &self.state {
+            State::Local(buckets) => buckets.peek(self.key_hash(buckets.seed(), request, asn), now),
+            State::Fleet(fleet) => fleet
+                .buckets
+                .peek(self.key_hash(fleet.buckets.seed(), request, asn), now),
+        }
     }
 
     /// Keys tracked by this limit.
     pub fn key_count(&self) -> usize {
-        self.buckets.key_count()
+        match &self.state {
+            State::Local(buckets) => buckets.key_count(),
+            State::Fleet(fleet) => fleet.buckets.key_count(),
+        }
     }
 
     /// Requests not limited because the key cap was reached, since these buckets were
     /// created (they carry over reloads with the buckets).
     pub fn untracked(&self) -> u64 {
-        self.buckets.untracked_count()
+        match &self.state {
+            State::Local(buckets) => buckets.untracked_count(),
+            State::Fleet(fleet) => fleet.buckets.untracked_count(),
+        }
+    }
+
+    /// Whose traffic the limit counts.
+    pub fn scope(&self) -> Scope {
+        self.spec.scope
+    }
+
+    /// The fleet side of a fleet limit, for the fleet's background task.
+    pub fn fleet(&self) -> Option<&FleetBuckets> {
+        match &self.state {
+            State::Local(_) => None,
+            State::Fleet(fleet) => Some(fleet),
+        }
+    }
+
+    /// The hashed key of a request, as [`Limit::fleet`]'s keys are named (for `eval` and
+    /// tests).
+    pub fn key_of(&self, request: &Request<'_>, asn: Option<u32>) -> u64 {
+        match &self.state {
+            State::Local(buckets) => self.key_hash(buckets.seed(), request, asn),
+            State::Fleet(fleet) => self.key_hash(fleet.buckets.seed(), request, asn),
+        }
     }
 
     /// The limit in words, for `eval`: `key src+path, 1/s burst 5, POST /login*`.
@@ -338,12 +408,27 @@ impl Limit {
         self.spec.key.describe(request, asn)
     }
 
+    /// A local limit's buckets, for tests.
+    #[cfg(test)]
+    fn local_buckets(&self) -> &Arc<Buckets> {
+        match &self.state {
+            State::Local(buckets) => buckets,
+            State::Fleet(_) => panic!("a fleet limit"),
+        }
+    }
+
     /// The hashed key (a constant for `global`).
-    fn key_hash(&self, request: &Request<'_>, asn: Option<u32>) -> u64 {
+    #[inline]
+    fn key_hash(
+        &self,
+        seed: &impl std::hash::BuildHasher,
+        request: &Request<'_>,
+        asn: Option<u32>,
+    ) -> u64 {
         if self.global {
             0
         } else {
-            self.spec.key.hash(self.buckets.seed(), request, asn)
+            self.spec.key.hash(seed, request, asn)
         }
     }
 }

@@ -41,6 +41,30 @@ pub struct LimitSpec {
     /// Evaluate and count, never deny.
     #[serde(default)]
     pub dry_run: bool,
+    /// Whose traffic the limit counts: this agent's (`local`, the default) or every agent
+    /// of the `[fleet]`'s (`fleet`).
+    #[serde(default)]
+    pub scope: Scope,
+}
+
+/// Whose traffic a limit counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// This agent's own traffic.
+    #[default]
+    Local,
+    /// The traffic of every agent of the fleet (`[fleet]`), shared through Redis.
+    Fleet,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scope::Local => "local",
+            Scope::Fleet => "fleet",
+        })
+    }
 }
 
 /// Why a limit's numbers cannot make a bucket.
@@ -55,6 +79,9 @@ pub enum SpecError {
     /// `max_keys = 0`.
     #[error("max_keys must be at least 1")]
     MaxKeys,
+    /// `scope = "fleet"` without a `[fleet]`.
+    #[error("scope = \"fleet\" needs a [fleet] section")]
+    NoFleet,
     /// The refill time does not fit nanosecond time.
     #[error("rate {rate} with burst {burst} is too low: refilling would take centuries")]
     TooLow {
@@ -78,6 +105,7 @@ impl LimitSpec {
             host: None,
             max_keys: None,
             dry_run: false,
+            scope: Scope::Local,
         }
     }
 
@@ -136,7 +164,7 @@ impl LimitSpec {
             Err(SpecError::MaxKeys) => {
                 problems.push(Invalid::error(at("max_keys"), "must be at least 1"));
             }
-            Err(err @ SpecError::TooLow { .. }) => {
+            Err(err @ (SpecError::TooLow { .. } | SpecError::NoFleet)) => {
                 problems.push(Invalid::error(at("rate"), err.to_string()));
             }
         }

@@ -30,7 +30,7 @@ fn config(name: &str, key: &str, rate: f64, burst: u32) -> LimitConfig {
 }
 
 fn one(config: LimitConfig) -> Limits {
-    Limits::build(&[config], None).unwrap()
+    Limits::build(&[config], None, None).unwrap()
 }
 
 fn only(limits: &Limits) -> &Limit {
@@ -64,7 +64,7 @@ fn denied(seconds: u64) -> Take {
 
 /// Whether `a` and `b` land in the same bucket of the limit.
 fn same_key(limit: &Limit, a: &Request<'_>, b: &Request<'_>) -> bool {
-    limit.key_hash(a, None) == limit.key_hash(b, None)
+    limit.key_of(a, None) == limit.key_of(b, None)
 }
 
 fn args(pairs: &[(&'static str, TypedData)]) -> Vec<Arg> {
@@ -165,14 +165,14 @@ fn build_rejects_values_the_config_should_have_caught() {
             "max_keys",
         ),
     ] {
-        let e = Limits::build(&[config], None).unwrap_err().to_string();
+        let e = Limits::build(&[config], None, None).unwrap_err().to_string();
         assert!(e.starts_with("limit \"a\": ") && e.contains(error), "{e}");
     }
     // Names are unique per kind: checked with the other rule settings
     // (`engine::settings`, `names_are_unique_per_kind`).
     // Extremes that are valid.
-    Limits::build(&[config("a", "src", 1e12, u32::MAX)], None).unwrap();
-    Limits::build(&[config("a", "src", 1e-9, 1)], None).unwrap();
+    Limits::build(&[config("a", "src", 1e12, u32::MAX)], None, None).unwrap();
+    Limits::build(&[config("a", "src", 1e-9, 1)], None, None).unwrap();
 }
 
 proptest! {
@@ -255,7 +255,7 @@ fn src_prefix_lengths() {
             config("v6", "src/48", 1.0, 1),
             config("both", "src/16/32", 1.0, 1),
         ],
-        None,
+        None, None,
     )
     .unwrap();
     let [v4, v6, both]: [&Limit; 3] = limits.iter().collect::<Vec<_>>().try_into().unwrap();
@@ -299,7 +299,7 @@ fn src_prefix_lengths() {
     ));
     assert!(!same_key(both, &from("2001:db8::1"), &from("2001:db9::1")));
     // Families never share a bucket, even when the masked bits agree.
-    let zero = Limits::build(&[config("z", "src/0/0", 1.0, 1)], None).unwrap();
+    let zero = Limits::build(&[config("z", "src/0/0", 1.0, 1)], None, None).unwrap();
     assert!(same_key(only(&zero), &from("1.2.3.4"), &from("5.6.7.8")));
     assert!(!same_key(only(&zero), &from("1.2.3.4"), &from("::1")));
     assert_eq!(
@@ -314,17 +314,17 @@ fn asn_key() {
     let limit = only(&limits);
     let (a, b) = (from("192.0.2.1"), from("198.51.100.1"));
     assert_eq!(
-        limit.key_hash(&a, Some(64496)),
-        limit.key_hash(&b, Some(64496))
+        limit.key_of(&a, Some(64496)),
+        limit.key_of(&b, Some(64496))
     );
     assert_ne!(
-        limit.key_hash(&a, Some(64496)),
-        limit.key_hash(&a, Some(64497))
+        limit.key_of(&a, Some(64496)),
+        limit.key_of(&a, Some(64497))
     );
-    assert_ne!(limit.key_hash(&a, Some(64496)), limit.key_hash(&a, None));
+    assert_ne!(limit.key_of(&a, Some(64496)), limit.key_of(&a, None));
     assert_eq!(
-        limit.key_hash(&a, None),
-        limit.key_hash(&b, None),
+        limit.key_of(&a, None),
+        limit.key_of(&b, None),
         "unknown ASNs share a bucket"
     );
     assert!(only(&limits).spec().key.uses_asn());
@@ -381,7 +381,7 @@ fn host_key_is_case_insensitive_without_port() {
 fn path_and_method_keys_are_bytes_as_sent() {
     let limits = Limits::build(
         &[config("p", "path", 1.0, 1), config("m", "method", 1.0, 1)],
-        None,
+        None, None,
     )
     .unwrap();
     let [path, method]: [&Limit; 2] = limits.iter().collect::<Vec<_>>().try_into().unwrap();
@@ -708,7 +708,7 @@ fn dry_run_flag_is_carried() {
                 ..config("b", "src", 1.0, 1)
             },
         ],
-        None,
+        None, None,
     )
     .unwrap();
     let flags: Vec<(&[u8], bool)> = limits
@@ -738,7 +738,7 @@ fn state_carries_over_for_unchanged_limits_only() {
         config("gone", "src", 1.0, 1),
         config("key", "src", 1.0, 1),
     ];
-    let old = Limits::build(&configs, None).unwrap();
+    let old = Limits::build(&configs, None, None).unwrap();
     for limit in old.iter() {
         assert_eq!(limit.take(&r, None, now), Take::Allowed);
         assert_eq!(limit.take(&r, None, now), denied(1));
@@ -755,7 +755,7 @@ fn state_carries_over_for_unchanged_limits_only() {
         config("rate", "src", 2.0, 1),
         config("same", "src", 1.0, 1),
     ];
-    let new = Limits::build(&new_configs, Some(&old)).unwrap();
+    let new = Limits::build(&new_configs, Some(&old), None).unwrap();
     let outcome: Vec<(String, Take)> = new
         .iter()
         .map(|l| {
@@ -784,25 +784,25 @@ fn state_carries_over_for_unchanged_limits_only() {
     assert_eq!(old_same.take(&r, None, now + secs(1)), Take::Allowed);
     let new_same = new.iter().find(|l| &l.name()[..] == b"same").unwrap();
     assert_eq!(new_same.take(&r, None, now + secs(1)), denied(1));
-    assert!(Arc::ptr_eq(&old_same.buckets, &new_same.buckets));
+    assert!(Arc::ptr_eq(old_same.local_buckets(), new_same.local_buckets()));
     // A removed limit's buckets go with the old set; carried ones stay.
     let gone = Arc::downgrade(
         &old.iter()
             .find(|l| &l.name()[..] == b"gone")
             .unwrap()
-            .buckets,
+            .local_buckets(),
     );
-    let same = Arc::downgrade(&old_same.buckets);
+    let same = Arc::downgrade(old_same.local_buckets());
     drop(old);
     assert!(gone.upgrade().is_none(), "removed limit's state freed");
     assert!(same.upgrade().is_some());
     assert_eq!(new.len(), 5);
 
     // A renamed limit is a new limit.
-    let renamed = Limits::build(&[config("same2", "src", 1.0, 1)], Some(&new)).unwrap();
+    let renamed = Limits::build(&[config("same2", "src", 1.0, 1)], Some(&new), None).unwrap();
     assert_eq!(only(&renamed).take(&r, None, now), Take::Allowed);
     // No limits at all.
-    let none = Limits::build(&[], Some(&new)).unwrap();
+    let none = Limits::build(&[], Some(&new), None).unwrap();
     assert!(none.is_empty() && none.key_count() == 0);
 }
 
@@ -879,7 +879,7 @@ fn flood(check_rss: bool) {
     assert_eq!(limit.key_count(), CAP);
     assert_eq!(untracked, FLOOD as usize - CAP);
     // The tables: 100k keys · 17 B at a load factor between 7/16 and 7/8: 2 to 4 MiB.
-    let table = limit.buckets.table_bytes();
+    let table = limit.local_buckets().table_bytes();
     assert!(table <= 4 << 20, "tables hold {table} bytes");
     if check_rss {
         // Without the cap the same flood grows RSS by about 70 MiB.
@@ -910,9 +910,9 @@ fn flood(check_rss: bool) {
     limits.retain_recent(now + secs(2));
     assert_eq!(limit.key_count(), 0);
     assert!(
-        limit.buckets.table_bytes() < 64 << 10,
+        limit.local_buckets().table_bytes() < 64 << 10,
         "{}",
-        limit.buckets.table_bytes()
+        limit.local_buckets().table_bytes()
     );
     // And new sources are tracked again.
     assert_eq!(
@@ -955,7 +955,7 @@ fn retain_recent_evicts_idle_keys_only_and_changes_no_decision() {
 fn key_counts_add_up_over_limits() {
     let limits = Limits::build(
         &[config("a", "src", 1.0, 1), config("b", "path", 1.0, 1)],
-        None,
+        None, None,
     )
     .unwrap();
     let now = Instant::now();
@@ -1049,7 +1049,7 @@ fn threads_sharing_a_key_never_over_grant() {
 /// The emission interval the buckets use, to configure governor the same way.
 fn governor_quota(limit: &Limit) -> Quota {
     let burst = NonZeroU32::new(limit.spec.burst()).unwrap();
-    Quota::with_period(limit.buckets.period())
+    Quota::with_period(limit.local_buckets().period())
         .unwrap()
         .allow_burst(burst)
 }
@@ -1067,7 +1067,7 @@ proptest! {
         let limit = only(&limits);
         let clock = FakeRelativeClock::default();
         let governor = RateLimiter::direct_with_clock(governor_quota(limit), clock.clone());
-        let period = limit.buckets.period();
+        let period = limit.local_buckets().period();
         let (r, start) = (from("192.0.2.1"), Instant::now());
         let mut elapsed = Duration::ZERO;
         for (permille, takes) in steps {
@@ -1132,7 +1132,7 @@ fn memory_per_key() {
     );
     println!(
         "  table estimate: {:.1} bytes/key",
-        limits.iter().next().unwrap().buckets.table_bytes() as f64 / f64::from(N)
+        limits.iter().next().unwrap().local_buckets().table_bytes() as f64 / f64::from(N)
     );
     drop(limits);
 

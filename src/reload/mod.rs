@@ -352,7 +352,7 @@ impl Attempt {
         };
         let files = config.files();
         let stamps = stamps.extended_to(&files);
-        let built = match Engine::load(&config.rules, &config.path, Some(previous)) {
+        let built = match Engine::load(&config.rules, &config.path, Some(previous), None) {
             Ok(engine) => Ok((config, engine)),
             Err(errors) => Err(errors.0.iter().map(ToString::to_string).collect()),
         };

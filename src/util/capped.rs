@@ -102,6 +102,21 @@ impl<V> CappedMap<V> {
         self.shard(key)?.get(&key).map(f)
     }
 
+    /// Calls `f` on the value of `key` if stored, to change it; never stores a key.
+    #[inline]
+    pub fn get_mut<R>(&self, key: u64, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        self.shard(key)?.get_mut(&key).map(f)
+    }
+
+    /// Calls `f` on every stored key and value, one shard locked at a time.
+    pub fn for_each(&self, mut f: impl FnMut(u64, &V)) {
+        for shard in self.shards.iter() {
+            for (key, value) in shard.lock().iter() {
+                f(*key, value);
+            }
+        }
+    }
+
     /// Removes `key`; whether it was stored.
     pub fn remove(&self, key: u64) -> bool {
         let removed = self.shard(key).and_then(|mut map| map.remove(&key));
