@@ -388,7 +388,8 @@ fn retain_recent(c: &mut Criterion) {
                 burst: Some(1),
                 ..config("l", "src", n)
             }],
-            None, None,
+            None,
+            None,
         )
         .unwrap();
         let now = Instant::now();

@@ -33,7 +33,7 @@
 //! | 5 | [`insight`] | heavy hitters over sliding windows (`/top`), `[insight]` |
 //! | 6 | [`metrics`] | counter and gauge newtypes, histogram, per-rule hits, the Prometheus exposition by area |
 //! | 7 | [`agent`] | the agent's state, `decide` = engine + recorders, bans and the dry-run switch, auto-ban, periodic tasks |
-//! | 8 | [`server`], [`ops`], [`handover`] | the SPOP listener and sessions, `[server]`; the operations HTTP listeners, `[metrics]`, `[admin]`; handing listening sockets to a new process |
+//! | 8 | [`server`], [`ops`], [`handover`], [`fleet`] | the SPOP listener and sessions, `[server]`; the operations HTTP listeners, `[metrics]`, `[admin]`; handing listening sockets to a new process; fleet mode: limits and bans shared through Redis, `[fleet]` |
 //! | 9 | [`config`] | assembles every layer's settings from the file and the environment, `file:line` errors, `[log]`, `[reload]` |
 //! | 10 | [`reload`] | watch files, rebuild off the request path, swap |
 //! | 11 | [`cli`], [`serve`] | the tool commands (`check`, `eval`, `top`, and the admin client: `ban`, `bans`, `rules`, `dry-run`, …); the composition root that starts an agent |
@@ -81,6 +81,7 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod engine;
+pub mod fleet;
 pub mod handover;
 pub mod insight;
 pub mod limits;

@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["insight"],
     &["metrics"],
     &["agent"],
-    &["server", "ops", "handover"],
+    &["server", "ops", "handover", "fleet"],
     &["config"],
     &["reload"],
     &["cli", "serve"],

@@ -154,7 +154,7 @@ enum List {
 impl List {
     /// Version `k` of the test: A as started (k = 0), then B, A, B, ...
     fn of_version(k: usize) -> List {
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             List::A
         } else {
             List::B

@@ -10,9 +10,11 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
 use crate::bans::{AddError, Added, Ban, BanSettings, BanStore, Target};
@@ -34,7 +36,27 @@ pub enum Actor {
     StateFile,
     /// The agent itself (an expiry).
     Agent,
+    /// Another agent of the fleet (its id), or the fleet store on a full read.
+    Fleet(String),
 }
+
+/// A change to the bans made here, for the other agents of the fleet (`[fleet]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BanEvent {
+    /// A ban set or replaced.
+    Set(Ban),
+    /// A ban lifted before its expiry, at this Unix time in milliseconds.
+    Lifted {
+        /// The ban lifted.
+        ban: Ban,
+        /// When, Unix milliseconds.
+        at_ms: u64,
+    },
+}
+
+/// Most changes waiting for the fleet; beyond it they are dropped (logged), and the next
+/// full read of the fleet's bans sends this agent's bans again.
+pub const FLEET_OUTBOX: usize = 65_536;
 
 impl fmt::Display for Actor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -44,6 +66,7 @@ impl fmt::Display for Actor {
             Actor::AutoBan(rule) => write!(f, "auto_ban {rule}"),
             Actor::StateFile => f.write_str("state file"),
             Actor::Agent => f.write_str("agent"),
+            Actor::Fleet(agent) => write!(f, "fleet agent {agent}"),
         }
     }
 }
@@ -64,6 +87,8 @@ pub struct Controls {
     saves_stopped: AtomicBool,
     /// Wakes the state writer.
     pub(super) changed: Notify,
+    /// Where changes made here go for the fleet, once fleet mode is on.
+    fleet: OnceLock<mpsc::Sender<BanEvent>>,
 }
 
 impl Controls {
@@ -77,6 +102,7 @@ impl Controls {
             save_lock: Mutex::new(()),
             saves_stopped: AtomicBool::new(false),
             changed: Notify::new(),
+            fleet: OnceLock::new(),
         }
     }
 
@@ -118,6 +144,9 @@ impl Controls {
                     "ban set"
                 );
                 self.mark_changed();
+                if !matches!(by, Actor::Fleet(_)) {
+                    self.to_fleet(BanEvent::Set(ban));
+                }
             }
             Err(err) => {
                 metrics.ban_changes.of(BanChange::Refused).inc();
@@ -149,7 +178,35 @@ impl Controls {
             by = %by,
             "ban lifted"
         );
+        if !matches!(by, Actor::Fleet(_)) {
+            self.to_fleet(BanEvent::Lifted {
+                ban: ban.clone(),
+                at_ms: crate::util::unix_now_millis(),
+            });
+        }
         Some(ban)
+    }
+
+    /// Sends the changes made here from now on to `outbox` (fleet mode); once.
+    pub fn connect_fleet(&self, outbox: mpsc::Sender<BanEvent>) {
+        let _ = self.fleet.set(outbox);
+    }
+
+    /// Queues `event` for the fleet, if fleet mode is on.
+    fn to_fleet(&self, event: BanEvent) {
+        if let Some(outbox) = self.fleet.get() {
+            if outbox.try_send(event).is_err() {
+                warn!(
+                    target: "spoa_guard::fleet",
+                    "too many ban changes waiting for the fleet store; this one goes with the next full exchange"
+                );
+            }
+        }
+    }
+
+    /// The ban on exactly `target`, if any (expired or not).
+    pub fn get(&self, target: &Target) -> Option<Ban> {
+        self.read().get(target)
     }
 
     /// Puts saved bans back at start (one log line for all of them, by the caller);

@@ -27,7 +27,7 @@ mod record;
 mod tasks;
 
 pub use auto_ban::{AutoBans, MAX_OFFENCES, TRIGGER_QUEUE};
-pub use controls::{Actor, Controls, EXPIRE_SLICE};
+pub use controls::{Actor, BanEvent, Controls, EXPIRE_SLICE, FLEET_OUTBOX};
 pub use exposition::registry;
 pub use tasks::{AGGREGATE_INTERVAL, EVICT_INTERVAL, EXPIRE_INTERVAL, SAVE_INTERVAL};
 

@@ -111,7 +111,20 @@ pub(crate) fn load(
     for warning in &config.warnings {
         eprintln!("{warning}");
     }
-    match crate::engine::Engine::load(&config.rules, &config.path, None, None) {
+    let fleet = match config
+        .startup
+        .fleet
+        .as_ref()
+        .map(crate::fleet::offline_link)
+        .transpose()
+    {
+        Ok(fleet) => fleet,
+        Err(error) => {
+            eprintln!("{}: {error}", path.display());
+            return None;
+        }
+    };
+    match crate::engine::Engine::load(&config.rules, &config.path, None, fleet.as_ref()) {
         Ok(engine) => Some((config, engine)),
         Err(errors) => {
             eprintln!("{errors}");

@@ -46,11 +46,12 @@ use crate::util::settings::Severity;
 use crate::util::{Invalid, KeyPath};
 
 /// The sections a configuration may have, in the order they are read.
-pub const SECTIONS: [&str; 12] = [
+pub const SECTIONS: [&str; 13] = [
     "server",
     "metrics",
     "admin",
     "bans",
+    "fleet",
     "log",
     "reload",
     "insight",
@@ -191,6 +192,7 @@ fn assemble(doc: &Document<'_>, errors: &mut Vec<ConfigError>) -> Config {
         insight: reader.table("insight"),
         bans: reader.table("bans"),
         admin: reader.table("admin"),
+        fleet: reader.table("fleet"),
     };
     let mut rules = RuleSettings {
         lists: reader.table("lists"),
@@ -217,6 +219,9 @@ fn assemble(doc: &Document<'_>, errors: &mut Vec<ConfigError>) -> Config {
     startup.server.rebase(&base);
     startup.bans.rebase(&base);
     startup.admin.rebase(&base);
+    if let Some(fleet) = &mut startup.fleet {
+        fleet.rebase(&base);
+    }
     rules.rebase(&base);
     Config {
         path: doc.path().to_path_buf(),
@@ -240,7 +245,20 @@ fn validate(startup: &Startup, rules: &RuleSettings) -> Vec<Invalid> {
     problems.extend(within("insight", startup.insight.validate()));
     problems.extend(within("bans", startup.bans.validate()));
     problems.extend(within("admin", startup.admin.validate()));
+    if let Some(fleet) = &startup.fleet {
+        problems.extend(within("fleet", fleet.validate()));
+    }
     problems.extend(rules.validate());
+    if startup.fleet.is_none() {
+        for (i, limit) in rules.limit.iter().enumerate() {
+            if limit.scope == crate::limits::Scope::Fleet {
+                problems.push(Invalid::error(
+                    KeyPath::of("limit").index(i).key("scope"),
+                    "\"fleet\" needs a [fleet] section (the store the agents share); without one use \"local\"",
+                ));
+            }
+        }
+    }
     if let (Some(metrics), Listen::Tcp(spop)) = (startup.metrics.listen, &startup.server.listen) {
         if metrics == *spop && metrics.port() != 0 {
             problems.push(Invalid::error(

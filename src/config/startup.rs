@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::bans::BanSettings;
+use crate::fleet::FleetSettings;
 use crate::insight::InsightConfig;
 use crate::ops::{AdminSettings, MetricsSettings};
 use crate::server::ServerSettings;
@@ -31,6 +32,8 @@ pub struct Startup {
     pub bans: BanSettings,
     /// `[admin]`: the admin listener.
     pub admin: AdminSettings,
+    /// `[fleet]`: the store shared with the other agents of the fleet; `None`: alone.
+    pub fleet: Option<FleetSettings>,
 }
 
 /// `[log]`.

@@ -804,7 +804,8 @@ dry_run = true
         let mut settings: RuleSettings = toml::from_str(CONFIG).unwrap();
         settings.rebase(dir.path());
         let path = dir.path().join("spoa-guard.toml");
-        let reload = |previous: &Engine| Engine::load(&settings, &path, Some(previous), None).unwrap();
+        let reload =
+            |previous: &Engine| Engine::load(&settings, &path, Some(previous), None).unwrap();
 
         let same = reload(&first);
         let (a, b) = (first.rules(), same.rules());

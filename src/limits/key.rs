@@ -192,7 +192,12 @@ impl KeySpec {
 
     /// The request's key as a 64-bit keyed hash (see the module docs).
     #[inline]
-    pub(crate) fn hash(&self, seed: &impl BuildHasher, request: &Request<'_>, asn: Option<u32>) -> u64 {
+    pub(crate) fn hash(
+        &self,
+        seed: &impl BuildHasher,
+        request: &Request<'_>,
+        asn: Option<u32>,
+    ) -> u64 {
         let mut h = seed.build_hasher();
         for part in &self.parts {
             match part {

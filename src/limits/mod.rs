@@ -174,9 +174,9 @@ impl Limits {
             };
             let state = match (carried, spec.scope, fleet) {
                 (Some(state), _, _) => state,
-                (None, Scope::Local, _) => {
-                    State::Local(Arc::new(Buckets::new(spec, Default::default()).map_err(error)?))
-                }
+                (None, Scope::Local, _) => State::Local(Arc::new(
+                    Buckets::new(spec, Default::default()).map_err(error)?,
+                )),
                 (None, Scope::Fleet, Some(link)) => {
                     State::Fleet(Arc::new(FleetBuckets::new(spec, link).map_err(error)?))
                 }

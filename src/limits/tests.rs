@@ -165,7 +165,9 @@ fn build_rejects_values_the_config_should_have_caught() {
             "max_keys",
         ),
     ] {
-        let e = Limits::build(&[config], None, None).unwrap_err().to_string();
+        let e = Limits::build(&[config], None, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("limit \"a\": ") && e.contains(error), "{e}");
     }
     // Names are unique per kind: checked with the other rule settings
@@ -255,7 +257,8 @@ fn src_prefix_lengths() {
             config("v6", "src/48", 1.0, 1),
             config("both", "src/16/32", 1.0, 1),
         ],
-        None, None,
+        None,
+        None,
     )
     .unwrap();
     let [v4, v6, both]: [&Limit; 3] = limits.iter().collect::<Vec<_>>().try_into().unwrap();
@@ -313,14 +316,8 @@ fn asn_key() {
     let limits = one(config("l", "asn", 1.0, 1));
     let limit = only(&limits);
     let (a, b) = (from("192.0.2.1"), from("198.51.100.1"));
-    assert_eq!(
-        limit.key_of(&a, Some(64496)),
-        limit.key_of(&b, Some(64496))
-    );
-    assert_ne!(
-        limit.key_of(&a, Some(64496)),
-        limit.key_of(&a, Some(64497))
-    );
+    assert_eq!(limit.key_of(&a, Some(64496)), limit.key_of(&b, Some(64496)));
+    assert_ne!(limit.key_of(&a, Some(64496)), limit.key_of(&a, Some(64497)));
     assert_ne!(limit.key_of(&a, Some(64496)), limit.key_of(&a, None));
     assert_eq!(
         limit.key_of(&a, None),
@@ -381,7 +378,8 @@ fn host_key_is_case_insensitive_without_port() {
 fn path_and_method_keys_are_bytes_as_sent() {
     let limits = Limits::build(
         &[config("p", "path", 1.0, 1), config("m", "method", 1.0, 1)],
-        None, None,
+        None,
+        None,
     )
     .unwrap();
     let [path, method]: [&Limit; 2] = limits.iter().collect::<Vec<_>>().try_into().unwrap();
@@ -708,7 +706,8 @@ fn dry_run_flag_is_carried() {
                 ..config("b", "src", 1.0, 1)
             },
         ],
-        None, None,
+        None,
+        None,
     )
     .unwrap();
     let flags: Vec<(&[u8], bool)> = limits
@@ -784,10 +783,13 @@ fn state_carries_over_for_unchanged_limits_only() {
     assert_eq!(old_same.take(&r, None, now + secs(1)), Take::Allowed);
     let new_same = new.iter().find(|l| &l.name()[..] == b"same").unwrap();
     assert_eq!(new_same.take(&r, None, now + secs(1)), denied(1));
-    assert!(Arc::ptr_eq(old_same.local_buckets(), new_same.local_buckets()));
+    assert!(Arc::ptr_eq(
+        old_same.local_buckets(),
+        new_same.local_buckets()
+    ));
     // A removed limit's buckets go with the old set; carried ones stay.
     let gone = Arc::downgrade(
-        &old.iter()
+        old.iter()
             .find(|l| &l.name()[..] == b"gone")
             .unwrap()
             .local_buckets(),
@@ -955,7 +957,8 @@ fn retain_recent_evicts_idle_keys_only_and_changes_no_decision() {
 fn key_counts_add_up_over_limits() {
     let limits = Limits::build(
         &[config("a", "src", 1.0, 1), config("b", "path", 1.0, 1)],
-        None, None,
+        None,
+        None,
     )
     .unwrap();
     let now = Instant::now();

@@ -11,12 +11,40 @@ pub const BOUNDS_NANOS: [u64; 10] = [
     1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
 ];
 
+/// Upper bounds of [`Histogram::round_trips`], in nanoseconds: 100 µs to 2.5 s, for
+/// network round trips (the fleet's exchanges with Redis).
+pub const ROUND_TRIP_BOUNDS_NANOS: [u64; 14] = [
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+];
+
 /// Counts of observations per bucket (not cumulative), plus their sum.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Histogram {
+    /// Upper bounds of all buckets but the last (+Inf), nanoseconds.
+    bounds: &'static [u64],
     /// One per bound, and the last for +Inf.
-    buckets: [AtomicU64; BOUNDS_NANOS.len() + 1],
+    buckets: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
+}
+
+impl Default for Histogram {
+    /// Bounds for request evaluation ([`BOUNDS_NANOS`]).
+    fn default() -> Self {
+        Histogram::with_bounds(&BOUNDS_NANOS)
+    }
 }
 
 /// A copy for exposition, bounds in seconds. The counts are per bucket, not cumulative:
@@ -33,13 +61,28 @@ pub struct Snapshot {
 }
 
 impl Histogram {
+    /// An empty histogram with these upper bounds (nanoseconds, increasing) and +Inf.
+    pub fn with_bounds(bounds: &'static [u64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// An empty histogram for network round trips ([`ROUND_TRIP_BOUNDS_NANOS`]).
+    pub fn round_trips() -> Histogram {
+        Histogram::with_bounds(&ROUND_TRIP_BOUNDS_NANOS)
+    }
+
     /// Records one duration.
     pub fn observe(&self, elapsed: Duration) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        let index = BOUNDS_NANOS
+        let index = self
+            .bounds
             .iter()
             .position(|&bound| nanos <= bound)
-            .unwrap_or(BOUNDS_NANOS.len());
+            .unwrap_or(self.bounds.len());
         if let Some(bucket) = self.buckets.get(index) {
             bucket.fetch_add(1, Ordering::Relaxed);
         }
@@ -53,7 +96,8 @@ impl Histogram {
         for (i, bucket) in self.buckets.iter().enumerate() {
             let in_bucket = bucket.load(Ordering::Relaxed);
             count += in_bucket;
-            let bound = BOUNDS_NANOS
+            let bound = self
+                .bounds
                 .get(i)
                 .map_or(f64::MAX, |&nanos| nanos as f64 / 1e9);
             buckets.push((bound, in_bucket));

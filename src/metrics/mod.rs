@@ -13,11 +13,15 @@
 //! configuration; nothing from a request ever becomes a label.
 
 pub mod exposition;
+mod fleet;
 mod histogram;
 mod hits;
 mod instruments;
 
-pub use histogram::{Histogram, Snapshot as HistogramSnapshot, BOUNDS_NANOS};
+pub use fleet::{FleetError, FleetMetrics};
+pub use histogram::{
+    Histogram, Snapshot as HistogramSnapshot, BOUNDS_NANOS, ROUND_TRIP_BOUNDS_NANOS,
+};
 pub use hits::{Hit, HitTable, RuleHits};
 pub use instruments::{Counter, Counters, Gauge, Hold, Label, Matrix};
 
@@ -176,6 +180,8 @@ pub struct Metrics {
     pub ban_changes: Counters<BanChange>,
     /// Admin requests, by route and result.
     pub admin_requests: Matrix<AdminRoute, AdminResult>,
+    /// Fleet mode: exchanges with the fleet store, degradation.
+    pub fleet: FleetMetrics,
 }
 
 impl Metrics {

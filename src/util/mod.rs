@@ -34,6 +34,14 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it): when a ban changed,
+/// to order changes made on different agents (last writer wins).
+pub fn unix_now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// [`unix_now`] as the `u32` seconds ban times are kept in (saturating in 2106).
 pub fn unix_now_u32() -> u32 {
     u32::try_from(unix_now()).unwrap_or(u32::MAX)

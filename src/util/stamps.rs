@@ -80,7 +80,7 @@ impl Stamps {
                     .0
                     .iter()
                     .find(|(p, _)| p == path)
-                    .map_or(true, |(_, s)| s != stamp)
+                    .is_none_or(|(_, s)| s != stamp)
             })
             .map(|(path, _)| path.as_path())
             .collect()

@@ -1,12 +1,13 @@
 //! The Prometheus exposition: what the agent's collector writes at scrape time, split
 //! by area — traffic (decisions, rule hits, latency, insight), protocol (connections,
 //! frames, errors), rules (reloads, rule sizes, rate-limit keys), incident controls
-//! (bans, admin requests, the dry-run switch) and process.
+//! (bans, admin requests, the dry-run switch), fleet mode and process.
 //!
 //! Names follow Prometheus conventions: prefix `spoa_guard_`, base units (seconds,
 //! bytes), `_total` for counters (added by the encoder). The README lists every series;
 //! the alert rules and the dashboard in `deploy/` use them.
 
+mod fleet;
 mod incident;
 mod process;
 mod protocol;
@@ -58,6 +59,7 @@ pub fn encode_all(mut encoder: DescriptorEncoder<'_>, sources: &Sources<'_>) -> 
     protocol::encode(&mut encoder, sources.metrics)?;
     rules::encode(&mut encoder, sources)?;
     incident::encode(&mut encoder, sources)?;
+    fleet::encode(&mut encoder, &sources.metrics.fleet)?;
     process::encode(&mut encoder)
 }
 
