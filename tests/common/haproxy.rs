@@ -26,6 +26,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::future::Future;
@@ -216,6 +217,14 @@ pub struct Options {
     pub agent_lines: Vec<String>,
     /// `nbthread` (None: HAProxy's default).
     pub nbthread: Option<u32>,
+    /// The frontend's one address (None: a free port on 127.0.0.1, and on [::1] when
+    /// available), e.g. a node's address in a network namespace (`tests/common/netns.rs`).
+    pub bind: Option<SocketAddr>,
+    /// Program and arguments run before HAProxy's own command line, e.g.
+    /// `ip netns exec NAME` (empty: HAProxy runs directly). With a prefix, startup waits
+    /// on the admin socket (a file, reachable from any network namespace) instead of
+    /// connecting to the frontend.
+    pub command_prefix: Vec<OsString>,
 }
 
 impl Options {
@@ -229,6 +238,8 @@ impl Options {
             health_check: true,
             agent_lines: Vec::new(),
             nbthread: Some(2),
+            bind: None,
+            command_prefix: Vec::new(),
         }
     }
 }
@@ -238,6 +249,8 @@ pub struct Haproxy {
     child: Child,
     /// Frontend port, bound on 127.0.0.1 and (when available) [::1].
     pub http_port: u16,
+    /// The frontend's IPv4 (or `Options::bind`) address: 127.0.0.1:`http_port` by default.
+    pub http_addr: SocketAddr,
     /// Whether the frontend also listens on [::1].
     pub ipv6: bool,
     binary: PathBuf,
@@ -287,7 +300,8 @@ fn edit(file: &str, text: &str, edits: &[(&str, Vec<String>)]) -> String {
     out
 }
 
-fn render_haproxy_cfg(dir: &Path, http_port: u16, ipv6: bool, o: &Options) -> String {
+fn render_haproxy_cfg(dir: &Path, http_addr: SocketAddr, ipv6: bool, o: &Options) -> String {
+    let http_port = http_addr.port();
     let mut global = vec!["log stdout format raw local0 info".to_string()];
     if let Some(n) = o.nbthread {
         global.push(format!("nbthread {n}"));
@@ -337,7 +351,7 @@ fn render_haproxy_cfg(dir: &Path, http_port: u16, ipv6: bool, o: &Options) -> St
         SHIPPED_CFG,
         &[
             ("log stdout format raw local0 info", global),
-            ("bind 127.0.0.1:8080", vec![format!("bind 127.0.0.1:{http_port}")]),
+            ("bind 127.0.0.1:8080", vec![format!("bind {http_addr}")]),
             ("bind [::1]:8080", v6_bind),
             ("http-request deny deny_status 403 if { var(txn.guard.action) -m str deny }", after_deny),
             (
@@ -431,9 +445,14 @@ impl Haproxy {
             .prefix("spoa-guard-haproxy-")
             .tempdir()
             .map_err(|e| StartError::Fatal(format!("tempdir: {e}")))?;
-        let http_port = free_port();
-        let ipv6 = ipv6_available();
-        let cfg = render_haproxy_cfg(dir.path(), http_port, ipv6, o);
+        let (http_addr, ipv6) = match o.bind {
+            Some(addr) => (addr, false),
+            None => (
+                SocketAddr::from((Ipv4Addr::LOCALHOST, free_port())),
+                ipv6_available(),
+            ),
+        };
+        let cfg = render_haproxy_cfg(dir.path(), http_addr, ipv6, o);
         let spoe = render_spoe_conf(o);
         let write = |name: &str, text: &str| {
             fs::write(dir.path().join(name), text)
@@ -445,7 +464,15 @@ impl Haproxy {
             .map_err(|e| StartError::Fatal(format!("create stdout file: {e}")))?;
         let err = File::create(dir.path().join(STDERR_FILE))
             .map_err(|e| StartError::Fatal(format!("create stderr file: {e}")))?;
-        let child = Command::new(binary)
+        let mut command = match o.command_prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .arg("-db")
             .arg("-f")
             .arg(dir.path().join(CFG_FILE))
@@ -457,7 +484,8 @@ impl Haproxy {
             .map_err(|e| StartError::Fatal(format!("spawn {}: {e}", binary.display())))?;
         let mut h = Haproxy {
             child,
-            http_port,
+            http_port: http_addr.port(),
+            http_addr,
             ipv6,
             binary: binary.to_path_buf(),
             dir,
@@ -479,13 +507,17 @@ impl Haproxy {
                     )))
                 };
             }
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, http_port));
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            let ready = if o.command_prefix.is_empty() {
+                TcpStream::connect_timeout(&http_addr, Duration::from_millis(200)).is_ok()
+            } else {
+                h.admin("show info").is_ok()
+            };
+            if ready {
                 return Ok(h);
             }
             if Instant::now() > deadline {
                 return Err(StartError::Fatal(format!(
-                    "HAProxy {} did not accept connections on 127.0.0.1:{http_port} within 10 s:\n{}",
+                    "HAProxy {} did not accept connections on {http_addr} within 10 s:\n{}",
                     binary.display(),
                     h.log()
                 )));

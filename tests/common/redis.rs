@@ -23,7 +23,7 @@ pub struct Redis {
 }
 
 /// The `redis-server` binary: `$REDIS_SERVER`, else on `PATH`, else `/usr/bin`.
-fn binary() -> Option<PathBuf> {
+pub fn binary() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("REDIS_SERVER") {
         return Some(PathBuf::from(path));
     }
