@@ -59,7 +59,7 @@ pub(super) async fn listen(shared: Arc<Shared>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff = (backoff * 2).min(Duration::from_secs(4));
     }
 }
 
@@ -191,7 +191,7 @@ async fn flush(shared: &Shared, pending: &mut std::collections::VecDeque<(String
     }
     let mut conn = match shared.connection().await {
         Ok(conn) => conn,
-        Err(error) => return shared.failed(classify(&error), "ban write", &error),
+        Err(error) => return shared.failed(classify(&error), "ban write", &error).await,
     };
     while let Some((target, record)) = pending.front() {
         let written =
@@ -200,8 +200,12 @@ async fn flush(shared: &Shared, pending: &mut std::collections::VecDeque<(String
             Ok(Ok(_)) => {
                 pending.pop_front();
             }
-            Ok(Err(error)) => return shared.failed(classify(&error), "ban write", &error),
-            Err(_) => return shared.failed(FleetError::Timeout, "ban write", &"no answer in time"),
+            Ok(Err(error)) => return shared.failed(classify(&error), "ban write", &error).await,
+            Err(_) => {
+                return shared
+                    .failed(FleetError::Timeout, "ban write", &"no answer in time")
+                    .await
+            }
         }
     }
 }

@@ -25,7 +25,7 @@
 //!   so a store restarted empty is refilled from the agents).
 //! - **Failure** (`health.rs`): no request waits on the store, ever — only these tasks
 //!   talk to it, each exchange under a deadline. Failed exchanges open a circuit breaker
-//!   that retries with back-off; when the last success is older than three intervals the
+//!   that retries with back-off (0.5 s doubling to 4 s); when the last success is older than three intervals the
 //!   agent is *degraded*: fleet limits enforce its share (rate and burst divided by the
 //!   agents last seen alive), bans already received stay in force, a gauge and a
 //!   rate-limited log line say so. The next success ends it.
@@ -62,6 +62,11 @@ pub const MARK_QUEUE: usize = 16_384;
 
 /// How long connecting to the store may take before the attempt counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The circuit breaker's back-off, shortest and longest: one attempt per agent every few
+/// seconds at most does not hammer a struggling store, and a store back is used again
+/// within seconds.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(4));
 
 /// A full read of the bans at least this often, whatever the versions say.
 const FULL_READ_EVERY: Duration = Duration::from_secs(300);
@@ -181,10 +186,7 @@ impl Fleet {
             id: self.id,
             client: self.client,
             conn: tokio::sync::Mutex::new(None),
-            breaker: Mutex::new(Breaker::new(
-                Duration::from_secs(1),
-                Duration::from_secs(30),
-            )),
+            breaker: Mutex::new(Breaker::new(BACKOFF.0, BACKOFF.1)),
             health: Mutex::new(Health::new(stale_after(interval), Instant::now())),
             bans: Mutex::new(BanSync::default()),
             settings: self.settings,
@@ -317,8 +319,14 @@ impl Shared {
         Shared::lock(&self.breaker).allows(Instant::now())
     }
 
-    /// Counts a failed attempt and feeds the breaker.
-    fn failed(&self, kind: FleetError, what: &str, error: &dyn std::fmt::Display) {
+    /// Counts a failed attempt and feeds the breaker. After a timeout or a broken
+    /// connection the connection is dropped: the next attempt connects afresh (and so
+    /// succeeds as soon as the store is back) rather than waiting on the connection
+    /// manager's own reconnection.
+    async fn failed(&self, kind: FleetError, what: &str, error: &(dyn std::fmt::Display + Sync)) {
+        if matches!(kind, FleetError::Timeout | FleetError::Connection) {
+            self.conn.lock().await.take();
+        }
         self.agent.metrics.fleet.errors.of(kind).inc();
         let opened = Shared::lock(&self.breaker).failure(Instant::now());
         if let Some(wait) = opened {

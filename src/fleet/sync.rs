@@ -66,8 +66,12 @@ pub(super) async fn run(
                         ready.send_replace(true);
                     }
                 }
-                Ok(Err(error)) => shared.failed(classify(&error), "exchange", &error),
-                Err(_) => shared.failed(FleetError::Timeout, "exchange", &"no answer in time"),
+                Ok(Err(error)) => shared.failed(classify(&error), "exchange", &error).await,
+                Err(_) => {
+                    shared
+                        .failed(FleetError::Timeout, "exchange", &"no answer in time")
+                        .await
+                }
             }
         }
         let change = Shared::lock(&shared.health).check(Instant::now());
@@ -214,12 +218,20 @@ async fn full_read(shared: &Shared) {
     let result = tokio::time::timeout(shared.deadline() * 4, read_and_reconcile(shared)).await;
     match result {
         Ok(Ok(())) => shared.agent.metrics.fleet.ban_resyncs.inc(),
-        Ok(Err(error)) => shared.failed(classify(&error), "read of the bans", &error),
-        Err(_) => shared.failed(
-            FleetError::Timeout,
-            "read of the bans",
-            &"no answer in time",
-        ),
+        Ok(Err(error)) => {
+            shared
+                .failed(classify(&error), "read of the bans", &error)
+                .await
+        }
+        Err(_) => {
+            shared
+                .failed(
+                    FleetError::Timeout,
+                    "read of the bans",
+                    &"no answer in time",
+                )
+                .await
+        }
     }
 }
 

@@ -47,7 +47,7 @@ use tempfile::TempDir;
 use super::haproxy::{in_ci, Options};
 
 mod thread;
-pub use thread::NsThread;
+pub use thread::{NsThread, Sent};
 
 /// Start of every lab namespace's name; then `<pid>-<n>-`.
 pub const NAME_PREFIX: &str = "sglab";
@@ -358,6 +358,13 @@ impl Lab {
     pub fn redis_ping(&self, host: Host, timeout: Duration) -> bool {
         let addr = SocketAddr::from((self.redis_ip(), REDIS_PORT));
         self.in_ns(host, || redis_ping(addr, timeout))
+    }
+
+    /// Sends one command to the lab's Redis from `host` and returns the first line of
+    /// the answer (`:1`, `+OK` …), `None` when nothing answers.
+    pub fn redis_command(&self, host: Host, args: &[&str]) -> Option<String> {
+        let addr = SocketAddr::from((self.redis_ip(), REDIS_PORT));
+        self.in_ns(host, || super::redis::command_at(addr, args))
     }
 
     /// A long-lived thread in `host`'s namespace running a tokio current-thread runtime;

@@ -100,23 +100,7 @@ impl Redis {
     /// Sends one command (RESP array of bulk strings) and returns the first line of the
     /// answer (`+PONG`, `:1`, `$5` …), or `None` when nothing answers.
     pub fn command(&self, args: &[&str]) -> Option<String> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut answer = Vec::new();
-        let mut byte = [0u8; 1];
-        while stream.read(&mut byte).ok()? == 1 {
-            if byte[0] == b'\n' {
-                break;
-            }
-            answer.push(byte[0]);
-        }
-        let line = String::from_utf8_lossy(&answer).trim_end().to_string();
-        (!line.is_empty()).then_some(line)
+        command_at(self.addr, args)
     }
 
     /// What it logged.
@@ -129,4 +113,27 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Sends one command to the Redis at `addr` (from the calling thread's network
+/// namespace) and returns the first line of the answer (`+PONG`, `:1`, `$5` …), or
+/// `None` when nothing answers within 2 s.
+pub fn command_at(addr: SocketAddr, args: &[&str]) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while stream.read(&mut byte).ok()? == 1 {
+        if byte[0] == b'\n' {
+            break;
+        }
+        answer.push(byte[0]);
+    }
+    let line = String::from_utf8_lossy(&answer).trim_end().to_string();
+    (!line.is_empty()).then_some(line)
 }

@@ -158,6 +158,56 @@ impl NsThread {
     }
 }
 
+/// One request of [`NsThread::spread`].
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// Which of the URLs.
+    pub target: usize,
+    /// The status, 0 for a transport error.
+    pub status: u16,
+    /// From sending to the whole response.
+    pub latency: Duration,
+}
+
+impl NsThread {
+    /// GETs `urls` in turn (one keep-alive client each), round after round, for
+    /// `duration`, pausing `pause` after each round: every request with its status and
+    /// latency.
+    pub fn spread(&self, urls: &[String], duration: Duration, pause: Duration) -> Vec<Sent> {
+        let urls = urls.to_vec();
+        self.run(move || async move {
+            let clients: Vec<reqwest::Client> = urls
+                .iter()
+                .map(|_| http_client().expect("client"))
+                .collect();
+            let mut sent = Vec::new();
+            let start = std::time::Instant::now();
+            while start.elapsed() < duration {
+                for (target, (url, client)) in urls.iter().zip(&clients).enumerate() {
+                    let begun = std::time::Instant::now();
+                    let status = match client.get(url).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            let _ = response.bytes().await;
+                            status
+                        }
+                        Err(_) => 0,
+                    };
+                    sent.push(Sent {
+                        target,
+                        status,
+                        latency: begun.elapsed(),
+                    });
+                }
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+            sent
+        })
+    }
+}
+
 impl Drop for NsThread {
     fn drop(&mut self) {
         self.jobs.take();
