@@ -17,6 +17,13 @@
 //!   (the flood case: `Take::Untracked`).
 //! - `retain_recent/{100k,1m}/ours`: one eviction pass over a limit with that many keys,
 //!   none of them idle (the periodic task's cost).
+//! - `ours-fleet` in the `take` groups: the same limit with `scope = "fleet"` (keys
+//!   hashed with the fleet's key, a slot that also counts unreported tokens, the mark
+//!   queue). Target: at most 50 ns more than `ours`.
+//! - `fleet_sync/{10k,1m}`: what the fleet's sync task does per interval on this side
+//!   of the network with that many keys active: collect the unreported counts, mark
+//!   them reported, fold an answer back into each (the Redis round trip is measured by
+//!   `benches/scripts/fleet.sh`).
 //!
 //! Baselines, all with explicit time like ours:
 //!
@@ -49,8 +56,8 @@ use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
 use spoa_guard::decision::Request;
 use spoa_guard::decision::RuleName;
+use spoa_guard::limits::{FleetLink, FleetSeed, Limit, Limits, Scope, Take};
 use spoa_guard::limits::{KeySpec, LimitSpec as LimitConfig};
-use spoa_guard::limits::{Limit, Limits, Take};
 
 /// Tokens per second and burst of the benched limits: high enough that every take in
 /// the `take` groups is allowed (the longer, writing path).
@@ -118,6 +125,22 @@ struct Ours(Limits);
 impl Ours {
     fn new(max_keys: usize) -> Self {
         Ours(Limits::build(&[config("l", "src", max_keys)], None, None).unwrap())
+    }
+
+    /// The limit with `scope = "fleet"`, its marks going to a queue nobody reads (every
+    /// take here is allowed: no mark is sent).
+    fn fleet(max_keys: usize) -> Self {
+        let (marks, receiver) = tokio::sync::mpsc::channel(16);
+        std::mem::forget(receiver);
+        let link = FleetLink {
+            seed: FleetSeed::derive("bench", b"secret"),
+            marks: Some(marks),
+        };
+        let spec = LimitConfig {
+            scope: Scope::Fleet,
+            ..config("l", "src", max_keys)
+        };
+        Ours(Limits::build(&[spec], None, Some(&link)).unwrap())
     }
 
     fn limit(&self) -> &Limit {
@@ -227,6 +250,7 @@ impl Limiter for Naive {
 fn alternatives() -> Vec<(&'static str, Box<dyn Limiter>)> {
     vec![
         ("ours", Box::new(Ours::new(2_000_000))),
+        ("ours-fleet", Box::new(Ours::fleet(2_000_000))),
         ("governor", Box::new(Governor::new())),
         ("naive", Box::new(Naive(Mutex::new(HashMap::new())))),
     ]
@@ -405,6 +429,39 @@ fn retain_recent(c: &mut Criterion) {
     group.finish();
 }
 
+fn fleet_sync(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fleet_sync");
+    group.sample_size(10);
+    for (label, n) in [("10k", 10_000), ("1m", 1_000_000)] {
+        let ours = Ours::fleet(2_000_000);
+        let limit = ours.limit();
+        let fleet = limit.fleet().unwrap();
+        let sources = sources(n, 11);
+        let mut time = Ticker::new();
+        group.bench_function(label, |b| {
+            b.iter_custom(|iterations| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iterations {
+                    // Untimed: every key takes a token, so every key has one to report.
+                    for &src in &sources {
+                        limit.take(&request(src), None, time.tick());
+                    }
+                    let start = Instant::now();
+                    let keys = fleet.unreported();
+                    for &(key, count) in &keys {
+                        fleet.reported(key, count);
+                        fleet.fold(key, -1_000, start);
+                    }
+                    black_box(keys.len());
+                    spent += start.elapsed();
+                }
+                spent
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     hot_key,
@@ -412,6 +469,7 @@ criterion_group!(
     three_limits,
     limit_count,
     at_cap,
-    retain_recent
+    retain_recent,
+    fleet_sync
 );
 criterion_main!(benches);

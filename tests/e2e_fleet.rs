@@ -198,6 +198,25 @@ fn three_nodes_one_fleet() {
         .filter_map(|a| metric(&client, a, "spoa_guard_fleet_marks_sent_total"))
         .sum();
     assert!(marks > 0.0, "no over-limit mark was published");
+    // `spoa-guard rules` on another node: each limit's scope, the fleet view of the key.
+    let rules = cli(&lab, &agents[1], 2, &["rules"]);
+    eprintln!("{rules}");
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.contains("fleet-limit") && l.contains("fleet")),
+        "{rules}"
+    );
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.contains("local-limit") && l.contains("local")),
+        "{rules}"
+    );
+    assert!(
+        rules.contains(&format!("  {}", lab.client_ip())),
+        "the client's key by name: {rules}"
+    );
 
     // 2. A ban through node 1's CLI reaches nodes 2 and 3 within one interval plus 1 s.
     let source = lab.client_ip().to_string();

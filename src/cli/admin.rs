@@ -373,14 +373,37 @@ pub fn rules_table(view: &RulesView) -> String {
     }
     let name = view.name_width();
     lines.push(format!(
-        "{:<10}  {:<name$}  {:<7}  {:<6}  {:>9}  {:>10}",
-        "KIND", "NAME", "MODE", "ACTION", "SIZE", "HITS"
+        "{:<10}  {:<name$}  {:<7}  {:<6}  {:<5}  {:>9}  {:>10}",
+        "KIND", "NAME", "MODE", "ACTION", "SCOPE", "SIZE", "HITS"
     ));
     for rule in &view.rules {
         lines.push(format!(
-            "{:<10}  {:<name$}  {:<7}  {:<6}  {:>9}  {:>10}",
-            rule.kind, rule.name, rule.mode, rule.action, rule.size, rule.hits
+            "{:<10}  {:<name$}  {:<7}  {:<6}  {:<5}  {:>9}  {:>10}",
+            rule.kind,
+            rule.name,
+            rule.mode,
+            rule.action,
+            rule.scope.as_deref().unwrap_or("-"),
+            rule.size,
+            rule.hits
         ));
+    }
+    for rule in view.rules.iter().filter(|r| !r.hottest.is_empty()) {
+        lines.push(format!(
+            "fleet limit {}, heaviest keys as the fleet sees them:",
+            rule.name
+        ));
+        for hot in &rule.hottest {
+            let state = if hot.denied_for > 0.0 {
+                format!("denied for {:.1}s", hot.denied_for)
+            } else {
+                "has tokens".to_string()
+            };
+            lines.push(format!(
+                "  {:<39}  {:>8.1} tokens taken  {state}",
+                hot.key, hot.tokens
+            ));
+        }
     }
     lines.join("\n")
 }

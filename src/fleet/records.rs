@@ -116,7 +116,7 @@ pub fn decide(target: Target, record: &Record, local: Option<&Ban>, now: u32) ->
 
 /// A full read of the store, reconciled with `local` (the bans held here) at `now`:
 /// the steps for this agent, and the records that have expired (target and the record
-/// as read, for [`CLEAN`](super::store::CLEAN)). Records that cannot be read are
+/// as read, for the store's `CLEAN` script). Records that cannot be read are
 /// skipped and counted.
 pub fn reconcile(
     local: &[Ban],

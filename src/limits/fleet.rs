@@ -309,6 +309,38 @@ impl FleetBuckets {
         }
     }
 
+    /// The `n` keys whose buckets run furthest ahead of `now` — the heaviest users of
+    /// the limit as this agent sees the fleet — with how far, in nanoseconds, heaviest
+    /// first. Walks every key (one shard locked at a time): for the admin API, not the
+    /// request path.
+    pub fn hottest(&self, n: usize, now: Instant) -> Vec<(u64, u64)> {
+        let now = self.buckets.nanos(now);
+        let mut hot: Vec<(u64, u64)> = Vec::new();
+        self.buckets.slots.for_each(|key, slot| {
+            if slot.tat > now {
+                hot.push((key, slot.tat - now));
+            }
+        });
+        hot.sort_unstable_by_key(|h| std::cmp::Reverse(h.1));
+        hot.truncate(n);
+        hot
+    }
+
+    /// How long a bucket `ahead` nanoseconds ahead stays empty (0: it has tokens), and how
+    /// many tokens it is ahead by.
+    pub fn describe_ahead(&self, ahead: u64) -> (std::time::Duration, f64) {
+        let (t, tau) = (
+            self.buckets.t,
+            self.buckets
+                .t
+                .saturating_mul(u64::from(self.buckets.burst - 1)),
+        );
+        (
+            std::time::Duration::from_nanos(ahead.saturating_sub(tau)),
+            ahead as f64 / t as f64,
+        )
+    }
+
     /// How far `key`'s local `tat` runs ahead of `now`, in nanoseconds (`None`: not
     /// tracked, or a full bucket).
     pub fn ahead(&self, key: u64, now: Instant) -> Option<u64> {

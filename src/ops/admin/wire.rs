@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::{Agent, ReloadReport};
 use crate::bans::Ban;
-use crate::decision::{Decision, Reason};
-use crate::engine::Step;
+use crate::decision::{Decision, Reason, Request};
+use crate::engine::{Engine, Step};
 
 /// `POST /bans`: ban a target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,7 +90,7 @@ impl DryRunState {
 }
 
 /// One rule in force (`GET /rules`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RuleView {
     /// Its step: `allowlist`, `ban` (every ban, one row), `blocklist`, `asn`,
     /// `user-agent`, `rate-limit`; or `auto-ban` for an `[[auto_ban]]` rule.
@@ -106,10 +106,29 @@ pub struct RuleView {
     /// Requests it decided (or, in dry run, would have denied) since it was loaded
     /// under this name; bans set (or that it would have set) for an auto-ban.
     pub hits: u64,
+    /// A rate limit's scope: `local` or `fleet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// A fleet limit's heaviest keys as this agent sees the fleet, heaviest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hottest: Vec<HotKey>,
+}
+
+/// One of a fleet limit's heaviest keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotKey {
+    /// The source address when the key is one the traffic insight knows, else the
+    /// hashed key (16 hex digits).
+    pub key: String,
+    /// Tokens the fleet took from its bucket beyond what refilled (0 to burst, more when
+    /// denied for a while).
+    pub tokens: f64,
+    /// Seconds it stays denied fleet-wide (0: it has tokens).
+    pub denied_for: f64,
 }
 
 /// What the running agent has in force (`GET /rules`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RulesView {
     /// When the rules in force were loaded (RFC 3339).
     pub loaded_at: String,
@@ -141,8 +160,12 @@ impl RulesView {
                 action: rule.action.as_str().to_string(),
                 size: u64::try_from(rule.size).unwrap_or(u64::MAX),
                 hits: in_force.hits.get(id),
+                scope: None,
+                hottest: Vec::new(),
             })
             .collect();
+        let mut table = table;
+        limits_view(agent, &in_force.engine, &mut table);
         let ban = RuleView {
             kind: Step::Ban.as_str().to_string(),
             name: "bans".to_string(),
@@ -154,6 +177,8 @@ impl RulesView {
                 .decisions
                 .of(Decision::Deny, Reason::Ban)
                 .get(),
+            scope: None,
+            hottest: Vec::new(),
         };
         let allow = table.iter().take_while(|r| r.kind == "allowlist").count();
         let auto_bans = agent.auto_bans.rules();
@@ -164,6 +189,8 @@ impl RulesView {
             action: "ban".to_string(),
             size: u64::try_from(rule.keys().0).unwrap_or(u64::MAX),
             hits: rule.triggers(),
+            scope: None,
+            hottest: Vec::new(),
         });
         let mut rules = table;
         rules.insert(allow.min(rules.len()), ban);
@@ -189,6 +216,63 @@ impl RulesView {
             .max()
             .unwrap_or(0)
             .max(4)
+    }
+}
+
+/// Hot keys shown per fleet limit.
+const HOTTEST: usize = 5;
+
+/// Adds each rate limit's scope, and each fleet limit's heaviest keys, to its row of
+/// `table`. A key is named by its source address when it is the hash of one of the
+/// heavy sources of the traffic insight (limits keyed on `src`, `src/N`), by its hash
+/// otherwise.
+fn limits_view(agent: &Agent, engine: &Engine, table: &mut [RuleView]) {
+    let now = std::time::Instant::now();
+    let sources: Vec<std::net::IpAddr> = agent
+        .insight()
+        .map(|insight| insight.top(Duration::from_secs(60), 200, now).all.src)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|entry| entry.key.parse().ok())
+        .collect();
+    for limit in engine.limits().iter() {
+        let name = String::from_utf8_lossy(limit.name());
+        let Some(row) = table
+            .iter_mut()
+            .find(|r| r.kind == Step::RateLimit.as_str() && r.name == name)
+        else {
+            continue;
+        };
+        row.scope = Some(limit.scope().to_string());
+        let Some(fleet) = limit.fleet() else { continue };
+        let hot = fleet.hottest(HOTTEST, now);
+        if hot.is_empty() {
+            continue;
+        }
+        let names: std::collections::HashMap<u64, String> = sources
+            .iter()
+            .map(|&src| {
+                let request = Request {
+                    src: Some(src),
+                    ..Request::default()
+                };
+                (limit.key_of(&request, None), src.to_string())
+            })
+            .collect();
+        row.hottest = hot
+            .into_iter()
+            .map(|(key, ahead)| {
+                let (denied, tokens) = fleet.describe_ahead(ahead);
+                HotKey {
+                    key: names
+                        .get(&key)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{key:016x}")),
+                    tokens: (tokens * 10.0).round() / 10.0,
+                    denied_for: (denied.as_secs_f64() * 10.0).round() / 10.0,
+                }
+            })
+            .collect();
     }
 }
 
