@@ -210,7 +210,7 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     if let Some(fleet) = fleet {
         info!(fleet = %config.startup.fleet.as_ref().map_or("", |f| f.name.as_str()), id = fleet.id(), "fleet mode: reading the fleet's bans");
         // Before serving: the fleet's bans first (bounded by [fleet] startup_wait).
-        fleet.start(agent.clone(), &tasks, &shutdown).await;
+        fleet.start(agent.clone(), &tasks, &shutdown).await?;
     }
     let reload = Arc::new(Notify::new());
     let service = Arc::new(Service::new(agent.clone(), server_settings));

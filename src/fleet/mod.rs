@@ -80,6 +80,9 @@ pub enum FleetSetupError {
     /// The URL.
     #[error("[fleet] redis: {0}")]
     Url(String),
+    /// The fleet's thread.
+    #[error("[fleet] cannot start its thread: {0}")]
+    Thread(String),
 }
 
 /// The fleet's key hash, for building the engine: reads `secret_file`.
@@ -168,19 +171,27 @@ impl Fleet {
         &self.id
     }
 
-    /// Starts the background tasks on `tracker` (they end with `shutdown`) and waits until
-    /// the fleet's bans are in `agent`'s store, or `startup_wait` has passed (then the
-    /// agent serves with the bans it has and catches up when the store answers).
+    /// Starts the background tasks on a thread of their own (`fleet`, with its own
+    /// single-threaded runtime: the exchanges' bursts of work — collecting, encoding and
+    /// folding thousands of keys — never hold up the runtime that answers HAProxy), kept
+    /// open in `tracker` until they end with `shutdown`; then waits until the fleet's bans
+    /// are in `agent`'s store, or `startup_wait` has passed (then the agent serves with
+    /// the bans it has and catches up when the store answers).
+    ///
+    /// # Errors
+    ///
+    /// The thread or its runtime could not be made.
     pub async fn start(
         self,
         agent: Arc<Agent>,
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Result<(), FleetSetupError> {
         let (outbox_tx, outbox) = mpsc::channel(FLEET_OUTBOX);
-        agent.controls.connect_fleet(outbox_tx);
         let (ready_tx, mut ready) = watch::channel(false);
         let interval = self.settings.interval();
+        let wait = self.settings.startup_wait();
+        let redis = redacted(&self.settings.redis);
         let shared = Arc::new(Shared {
             names: Names::new(&self.settings.name),
             id: self.id,
@@ -190,27 +201,39 @@ impl Fleet {
             health: Mutex::new(Health::new(stale_after(interval), Instant::now())),
             bans: Mutex::new(BanSync::default()),
             settings: self.settings,
-            agent,
+            agent: agent.clone(),
             degraded_log: crate::util::LogThrottle::new(Duration::from_secs(60)),
         });
-        tracker.spawn(sync::run(shared.clone(), ready_tx, shutdown.clone()));
-        tracker.spawn(events::listen(shared.clone(), shutdown.clone()));
-        tracker.spawn(events::write_loop(
-            shared.clone(),
-            outbox,
-            self.marks,
-            shutdown.clone(),
-        ));
-        let wait = shared.settings.startup_wait();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| FleetSetupError::Thread(e.to_string()))?;
+        let (marks, shutdown, open) = (self.marks, shutdown.clone(), tracker.token());
+        std::thread::Builder::new()
+            .name("fleet".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let tasks = TaskTracker::new();
+                    tasks.spawn(sync::run(shared.clone(), ready_tx, shutdown.clone()));
+                    tasks.spawn(events::listen(shared.clone(), shutdown.clone()));
+                    tasks.spawn(events::write_loop(shared, outbox, marks, shutdown));
+                    tasks.close();
+                    tasks.wait().await;
+                });
+                drop(open);
+            })
+            .map_err(|e| FleetSetupError::Thread(e.to_string()))?;
+        agent.controls.connect_fleet(outbox_tx);
         let got = tokio::time::timeout(wait, ready.wait_for(|ready| *ready)).await;
         if got.is_err() {
             tracing::warn!(
                 target: "spoa_guard::fleet",
-                redis = %redacted(&shared.settings.redis),
+                redis = %redis,
                 waited_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                 "the fleet store did not answer in time: serving with the bans held here; fleet limits enforce this agent's share until it does"
             );
         }
+        Ok(())
     }
 }
 
