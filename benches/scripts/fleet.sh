@@ -27,7 +27,11 @@
 #
 # Usage: benches/scripts/fleet.sh [--json]
 #   RATE=100000 DURATION=20 ROUNDS=3 POOLS="10000 1000000" INTERVAL=250ms benches/scripts/fleet.sh
-# PIN=1: the agent on CPU 0, the generator and Redis on CPU 1.
+# Redis runs in SCHED_IDLE: in production it has a host of its own, and here its bursts
+# (a few ms per script call) would otherwise delay the load generator and the agent
+# sharing its core, which p99 would blame on the agent (its CPU is counted all the same).
+# PIN=1: the agent on CPU 0, the generator and Redis on CPU 1 (REDIS_CPU=0: Redis with the
+# agent instead, so that the generator's timing is not disturbed by Redis's bursts).
 # BIN=path: run that agent binary instead of target/release/spoa-guard.
 # Needs redis-server, redis-cli and python3.
 set -euo pipefail
@@ -52,15 +56,15 @@ loadgen=$root/target/release/spoa-guard-loadgen
 
 . benches/scripts/common.sh   # $work, $pids, cleanup on exit, free_port, wait_port, cpu_ticks, timed_loadgen
 
-agent_cpu=() gen_cpu=()
+agent_cpu=() gen_cpu=() redis_cpu=()
 if [ "$pin" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
-    agent_cpu=(taskset -c 0) gen_cpu=(taskset -c 1)
+    agent_cpu=(taskset -c 0) gen_cpu=(taskset -c 1) redis_cpu=(taskset -c "${REDIS_CPU:-1}")
 fi
 
 # ---- Redis -------------------------------------------------------------------------------
 redis_port=$(free_port)
 mkdir -p "$work/redis"
-"${gen_cpu[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+"${redis_cpu[@]}" chrt --idle 0 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
     --dir "$work/redis" --logfile "$work/redis/redis.log" &
 pids+=("$!")
 wait_port "$redis_port"
@@ -166,7 +170,7 @@ PY
 [ "$json" = 1 ] || {
     echo "one agent (1 thread) at $rate NOTIFY/s open loop for ${duration}s (+1 s warm-up), $rounds round(s);"
     echo "Redis $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on 127.0.0.1:$redis_port; sync_interval $interval;" \
-        "pinned: $([ ${#agent_cpu[@]} -gt 0 ] && echo 'agent CPU 0, loadgen and Redis CPU 1' || echo no)"
+        "pinned: $([ ${#agent_cpu[@]} -gt 0 ] && echo "agent CPU 0, loadgen CPU 1, Redis CPU ${REDIS_CPU:-1}" || echo no)"
 }
 files=()
 for pool in $pools; do

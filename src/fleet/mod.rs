@@ -212,6 +212,10 @@ impl Fleet {
         std::thread::Builder::new()
             .name("fleet".into())
             .spawn(move || {
+                // An exchange is a burst of a few milliseconds (collecting, encoding and
+                // folding thousands of keys): in SCHED_IDLE a serving thread that wakes on
+                // the same core runs first (`benches/scripts/fleet.sh`, BENCHMARKS.md).
+                crate::util::idle_thread_priority("fleet");
                 runtime.block_on(async move {
                     let tasks = TaskTracker::new();
                     tasks.spawn(sync::run(shared.clone(), ready_tx, shutdown.clone()));

@@ -66,7 +66,7 @@ impl FleetSettings {
         let mut problems = Vec::new();
         let at = KeyPath::of;
         match self.redis.split_once("://").map(|(scheme, _)| scheme) {
-            Some("redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys") => {
+            Some("redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys" | "valkey+unix") => {
                 if let Err(e) = redis::Client::open(self.redis.as_str()) {
                     problems.push(Invalid::error(at("redis"), format!("not a usable URL: {e}")));
                 }

@@ -390,7 +390,7 @@ async fn at_low_priority<T: Send + 'static>(
     std::thread::Builder::new()
         .name("reload".into())
         .spawn(move || {
-            lower_priority();
+            crate::util::lower_thread_priority(BUILDER_NICE_STEPS, "reload");
             // The reloader may have stopped waiting (shutdown): nothing to report then.
             let _ = done.send(build());
         })
@@ -398,18 +398,6 @@ async fn at_low_priority<T: Send + 'static>(
     result
         .await
         .map_err(|_| "the reload thread failed before finishing".to_string())
-}
-
-/// Lowers the calling thread's CPU priority by [`BUILDER_NICE_STEPS`] (on Linux the
-/// nice value is per thread); a failure only costs latency, so it is logged and ignored.
-fn lower_priority() {
-    use rustix::process::{getpriority_process, setpriority_process};
-    let lowered = getpriority_process(None).and_then(|nice| {
-        setpriority_process(None, nice.saturating_add(BUILDER_NICE_STEPS).min(19))
-    });
-    if let Err(e) = lowered {
-        debug!(error = %e, "cannot lower the reload thread's priority; building at normal priority");
-    }
 }
 
 /// Frees `old` on the blocking pool once no request holds it any more.

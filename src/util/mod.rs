@@ -1,10 +1,11 @@
 //! Small building blocks that several layers use and that belong to none of them: a
 //! hasher for keys that are already hashes, a concurrent map with a hard key cap, a log-line throttle, file stamps, the wall
-//! clock in Unix seconds, durations as operators write them, the problem type that
+//! clock in Unix seconds, lowering a background thread's CPU priority, durations as operators write them, the problem type that
 //! settings validation reports, Unix time from an `Instant`, and listening sockets (TCP or unix) for every listener.
 //!
 //! Nothing here knows about requests, rules or protocols; every other module may use it.
 
+pub mod background;
 pub mod capped;
 pub mod clock;
 pub mod duration;
@@ -14,6 +15,7 @@ pub mod prehashed;
 pub mod settings;
 pub mod stamps;
 
+pub use background::{idle_thread_priority, lower_thread_priority};
 pub use capped::CappedMap;
 pub use clock::WallClock;
 pub use duration::parse_duration;
