@@ -465,6 +465,36 @@ async fn connection_cap_queues_instead_of_refusing() {
 }
 
 #[tokio::test]
+async fn silent_sockets_at_the_cap_cannot_keep_haproxy_out() {
+    let agent = Agent::with_lists(agent::ALLOW, agent::BLOCK, "max_connections = 20").await;
+    // More silent sockets than slots: before, the 21st and later waited in the backlog
+    // and a real HELLO behind them got no answer for idle_timeout_secs (300 s).
+    let mut silent = Vec::new();
+    for _ in 0..30 {
+        silent.push(tokio::net::TcpStream::connect(agent.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut client = tokio::time::timeout(Duration::from_secs(2), Client::connect(agent.addr))
+        .await
+        .expect("a HELLO behind silent sockets got no AGENT-HELLO")
+        .unwrap();
+    decide(&mut client, ipv4("127.0.0.1")).await;
+    let evicted = agent
+        .state
+        .metrics
+        .connections_dropped
+        .of(spoa_guard::metrics::ConnectionDrop::Evicted)
+        .get();
+    assert!(evicted >= 10, "evicted {evicted}");
+    // The established connection is never evicted by more silent sockets.
+    for _ in 0..30 {
+        silent.push(tokio::net::TcpStream::connect(agent.addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    decide(&mut client, ipv4("127.0.0.1")).await;
+}
+
+#[tokio::test]
 async fn unix_socket_listener() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("agent.sock");
@@ -498,4 +528,28 @@ async fn unix_socket_listener() {
     shutdown.cancel();
     task.await.unwrap();
     assert!(!path.exists(), "socket file removed on shutdown");
+}
+
+#[tokio::test]
+async fn protocol_error_logs_are_rate_limited() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let agent = agent::AgentProcess::with_rules("", &[]);
+    // A reconnecting garbage sender: HTTP on the SPOP port, 50 times.
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = agent.log();
+    let lines = log.lines().filter(|l| l.contains("protocol error")).count();
+    // One a second at most: the run takes well under 3 s.
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} protocol-error lines for 50 bad connections:\n{log}"
+    );
 }

@@ -225,7 +225,7 @@ dry_run = \"yes\"
     assert_eq!(
         errors(text),
         [
-            format!("{PATH}:2: server.lisen: unknown field `lisen`, expected one of `listen`, `max_frame_size`, `max_connections`, `backlog`, `idle_timeout_secs`, `shutdown_timeout_secs`, `message`, `threads`"),
+            format!("{PATH}:2: server.lisen: unknown field `lisen`, expected one of `listen`, `max_frame_size`, `max_connections`, `backlog`, `idle_timeout_secs`, `hello_timeout_secs`, `write_timeout_secs`, `shutdown_timeout_secs`, `message`, `threads`"),
             format!("{PATH}:3: server.max_frame_size: expected u32, got string \"big\""),
             format!("{PATH}:8: user_agent \"bots\".action: must be \"allow\" or \"deny\", got \"block\""),
             // The rest of the entry is still checked: its rate is reported on its line.

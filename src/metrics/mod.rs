@@ -17,6 +17,7 @@ mod fleet;
 mod histogram;
 mod hits;
 mod instruments;
+mod sessions;
 
 pub use fleet::{FleetError, FleetMetrics};
 pub use histogram::{
@@ -24,6 +25,7 @@ pub use histogram::{
 };
 pub use hits::{Hit, HitTable, RuleHits};
 pub use instruments::{Counter, Counters, Gauge, Hold, Label, Matrix};
+pub use sessions::ConnectionDrop;
 
 use strum::{EnumCount, EnumIter};
 
@@ -165,6 +167,10 @@ pub struct Metrics {
     pub unknown_messages: Counter,
     /// Connections ended by a protocol error, by kind.
     pub protocol_errors: Counters<ErrorKind>,
+    /// Protocol-error log lines left out by their rate limit.
+    pub protocol_error_logs_suppressed: Counter,
+    /// Connections the agent dropped (deadlines, admission), by why.
+    pub connections_dropped: Counters<ConnectionDrop>,
     /// Health-check HELLOs answered.
     pub healthchecks: Counter,
     /// Reload attempts, by result.

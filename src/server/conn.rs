@@ -35,9 +35,11 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, field, info_span, trace, warn, Instrument};
 
+use super::admission::Slot;
 use super::Service;
 use crate::agent::Decider;
 use crate::decision::Request;
+use crate::metrics::ConnectionDrop;
 use crate::spop::codec::PREFIX;
 use crate::spop::hello::negotiate;
 use crate::spop::notify::find_message;
@@ -83,12 +85,15 @@ const READ_SPACE: usize = 32 * 1024;
 ///
 /// Never returns an error: every ending is logged here, at the level it deserves. `peer`
 /// labels the connection's tracing span. Works over any byte stream (TCP, unix socket,
-/// an in-memory pipe in tests).
+/// an in-memory pipe in tests). `slot` is the connection's place among
+/// `max_connections`: it is marked established after the HELLO, and its eviction before
+/// that ends the session.
 pub async fn serve_stream<S>(
     stream: S,
     peer: String,
     service: Arc<Service>,
     shutdown: CancellationToken,
+    slot: Slot,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -98,7 +103,7 @@ pub async fn serve_stream<S>(
         let metrics = &service.agent.metrics;
         let _active = metrics.connections_active.hold();
         metrics.connections.inc();
-        let idle = service.idle_timeout;
+        let hello_deadline = tokio::time::Instant::now() + service.hello_timeout;
         let mut conn = Connection {
             io: stream,
             input: BytesMut::new(),
@@ -106,8 +111,12 @@ pub async fn serve_stream<S>(
             codec: SpopCodec::new(service.max_frame_size),
             service: &service,
             stopping: Box::pin(shutdown.cancelled_owned()),
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            evicted: Box::pin(slot.evicted().clone().cancelled_owned()),
+            slot,
+            established: false,
+            idle_timer: Box::pin(tokio::time::sleep_until(hello_deadline)),
             last_read: tokio::time::Instant::now(),
+            last_frame: hello_deadline,
             draining: None,
             held_since: None,
         };
@@ -129,6 +138,12 @@ enum Ending {
     PeerDisconnect(Disconnect),
     /// No frame within the idle timeout.
     Idle,
+    /// No complete HAPROXY-HELLO within the handshake deadline.
+    HelloTimeout,
+    /// Evicted before its HELLO, to admit a new connection at `max_connections`.
+    Evicted,
+    /// The peer did not take what was written within the write deadline.
+    WriteTimeout,
     /// The agent is shutting down and the connection has been idle since (for
     /// [`Service::drain_wait`](super::Service::drain_wait)).
     Shutdown,
@@ -161,11 +176,23 @@ struct Connection<'a, S> {
     /// Resolves when the agent shuts down; made once, so that waiting costs no
     /// registration per read.
     stopping: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// Fires at or before the idle deadline; pushed back lazily (only when it fires
-    /// early), so that a read costs no timer operation.
+    /// Resolves when the connection is evicted (see [`super::admission`]); only
+    /// listened to before the HELLO.
+    evicted: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The connection's slot among `max_connections`.
+    slot: Slot,
+    /// The HELLO is done: the idle timeout applies instead of the handshake deadline,
+    /// and eviction no longer.
+    established: bool,
+    /// Fires at or before the idle (or handshake) deadline; pushed back lazily (only
+    /// when it fires early), so that a read costs no timer operation.
     idle_timer: Pin<Box<Sleep>>,
-    /// When the last bytes arrived: the idle deadline is this plus the idle timeout.
+    /// When the last bytes arrived.
     last_read: tokio::time::Instant,
+    /// Before the HELLO, the handshake deadline; after it, when the last complete frame
+    /// arrived: the idle deadline is this plus the idle timeout (bytes of a frame still
+    /// coming do not push it back, so a trickling peer cannot hold its slot).
+    last_frame: tokio::time::Instant,
     /// Set when the agent starts shutting down: until when the connection waits for
     /// its last batch, to answer it with the DISCONNECT (see [`DRAIN_QUIET`]).
     draining: Option<tokio::time::Instant>,
@@ -207,6 +234,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             return ending;
         }
         self.metrics().frames.of(FrameType::AgentHello).inc();
+        self.established = true;
+        self.slot.established();
+        self.last_frame = self.last_read;
         if negotiated.healthcheck {
             self.metrics().healthchecks.inc();
             return Ending::Healthcheck;
@@ -273,7 +303,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         if self.input.capacity() - self.input.len() < READ_SPACE {
             self.input.reserve(READ_SPACE);
         }
-        let idle = self.service.idle_timeout;
         loop {
             let drained = self.drain_deadline().map(tokio::time::sleep_until);
             tokio::select! {
@@ -286,6 +315,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 () = async { if let Some(d) = drained { d.await } }, if self.draining.is_some() => {
                     return Err(Ending::Shutdown);
                 }
+                () = self.evicted.as_mut(), if !self.established => {
+                    return Err(Ending::Evicted);
+                }
                 read = self.io.read_buf(&mut self.input) => {
                     self.last_read = tokio::time::Instant::now();
                     return match read {
@@ -296,13 +328,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     };
                 }
                 () = self.idle_timer.as_mut() => {
-                    let deadline = self.last_read + idle;
+                    let deadline = self.idle_deadline();
                     if deadline <= tokio::time::Instant::now() {
-                        return Err(Ending::Idle);
+                        return Err(if self.established { Ending::Idle } else { Ending::HelloTimeout });
                     }
                     self.idle_timer.as_mut().reset(deadline);
                 }
             }
+        }
+    }
+
+    /// When the connection is dropped if no (further) frame is complete: the handshake
+    /// deadline before the HELLO, the idle timeout after the last frame since.
+    fn idle_deadline(&self) -> tokio::time::Instant {
+        if self.established {
+            self.last_frame + self.service.idle_timeout
+        } else {
+            self.last_frame
         }
     }
 
@@ -336,12 +378,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         self.write_output().await
     }
 
-    /// Writes everything in `output`.
+    /// Writes everything in `output`, within the write deadline. The usual write
+    /// completes at once (the socket buffer has room) and arms no timer.
     async fn write_output(&mut self) -> Result<(), Ending> {
         if self.output.is_empty() {
             return Ok(());
         }
-        let written = self.io.write_all(&self.output).await;
+        let write = self.io.write_all(&self.output);
+        tokio::pin!(write);
+        let written = match write.as_mut().now_or_never() {
+            Some(written) => written,
+            None => match tokio::time::timeout(self.service.write_timeout, write).await {
+                Ok(written) => written,
+                Err(_) => {
+                    self.output.clear();
+                    return Err(Ending::WriteTimeout);
+                }
+            },
+        };
         self.output.clear();
         written.map_err(|err| Error::Io(err).into())
     }
@@ -352,6 +406,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // One rule set for the batch: a reload swaps in the next one between batches.
         let decider = self.service.agent.decider();
         while let Some(body_len) = self.codec.body_len(&mut self.input)? {
+            self.last_frame = self.last_read;
             let body = self
                 .input
                 .get(PREFIX..PREFIX + body_len)
@@ -384,7 +439,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     idle_timeout_secs = self.service.idle_timeout.as_secs(),
                     "idle timeout"
                 );
+                self.metrics()
+                    .connections_dropped
+                    .of(ConnectionDrop::Idle)
+                    .inc();
                 Disconnect::new(Status::TIMEOUT)
+            }
+            Ending::HelloTimeout => {
+                debug!(
+                    hello_timeout_secs = self.service.hello_timeout.as_secs(),
+                    "no HAPROXY-HELLO in time"
+                );
+                self.metrics()
+                    .connections_dropped
+                    .of(ConnectionDrop::HelloTimeout)
+                    .inc();
+                Disconnect {
+                    status: Status::TIMEOUT,
+                    message: Bytes::from_static(b"no HAPROXY-HELLO in time"),
+                }
+            }
+            Ending::Evicted => {
+                debug!("evicted before its HELLO: max_connections reached");
+                self.metrics()
+                    .connections_dropped
+                    .of(ConnectionDrop::Evicted)
+                    .inc();
+                Disconnect {
+                    status: Status::RESOURCE,
+                    message: Bytes::from_static(b"too many connections"),
+                }
+            }
+            Ending::WriteTimeout => {
+                self.metrics()
+                    .connections_dropped
+                    .of(ConnectionDrop::WriteTimeout)
+                    .inc();
+                if let Some(suppressed) = self.service.protocol_log.check(Instant::now()) {
+                    warn!(
+                        write_timeout_secs = self.service.write_timeout.as_secs(),
+                        suppressed, "the peer does not read its answers; disconnecting"
+                    );
+                } else {
+                    self.metrics().protocol_error_logs_suppressed.inc();
+                }
+                // The socket does not drain: nothing more can be sent.
+                return;
             }
             Ending::Shutdown => {
                 debug!("shutting down");
@@ -406,7 +506,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
             Ending::Protocol(err) => {
                 self.metrics().protocol_errors.of(err.kind()).inc();
-                warn!(error = %err, kind = err.kind().as_str(), status = err.status().0, "protocol error; disconnecting");
+                if let Some(suppressed) = self.service.protocol_log.check(Instant::now()) {
+                    warn!(error = %err, kind = err.kind().as_str(), status = err.status().0, suppressed, "protocol error; disconnecting");
+                } else {
+                    self.metrics().protocol_error_logs_suppressed.inc();
+                }
                 Disconnect {
                     status: err.status(),
                     message: Bytes::from(err.to_string()),
@@ -487,145 +591,4 @@ fn other_frame(body: &[u8], service: &Service) -> Result<(), Ending> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::pin::Pin;
-    use std::sync::atomic::Ordering;
-    use std::task::{Context, Poll};
-
-    use super::*;
-    use crate::agent::Agent;
-    use crate::engine::Engine;
-    use crate::server::ServerSettings;
-    use crate::spop::client::Client;
-    use crate::spop::{Arg, Message, TypedData};
-    use std::sync::atomic::AtomicU64;
-    use tokio::io::{DuplexStream, ReadBuf};
-
-    /// A service with an empty rule set and `[server]` from `server_toml`.
-    fn service(server_toml: &str) -> Arc<Service> {
-        let settings: ServerSettings = toml::from_str(server_toml).unwrap();
-        let agent = Agent::with_engine(Engine::new(Default::default(), Default::default()));
-        Arc::new(Service::new(Arc::new(agent), &settings))
-    }
-
-    fn notify(stream_id: u64) -> Frame {
-        let message = Message {
-            name: Bytes::from_static(b"guard-check"),
-            args: vec![Arg {
-                name: Bytes::from_static(b"src"),
-                value: TypedData::Ipv4([192, 0, 2, 1].into()),
-            }],
-        };
-        Frame::new(stream_id, 1, Payload::Notify(vec![message]))
-    }
-
-    /// Counts the write calls that reach the socket.
-    struct CountingStream {
-        inner: DuplexStream,
-        writes: Arc<AtomicU64>,
-    }
-
-    impl AsyncRead for CountingStream {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_read(cx, buf)
-        }
-    }
-
-    impl AsyncWrite for CountingStream {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-            Pin::new(&mut self.inner).poll_write(cx, buf)
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_flush(cx)
-        }
-        fn poll_shutdown(
-            mut self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            Pin::new(&mut self.inner).poll_shutdown(cx)
-        }
-    }
-
-    #[tokio::test]
-    async fn acks_of_pipelined_notifies_go_out_in_one_write() {
-        let shared = service("");
-        let (client_io, server_io) = tokio::io::duplex(1 << 20);
-        let writes = Arc::new(AtomicU64::new(0));
-        let server = CountingStream {
-            inner: server_io,
-            writes: writes.clone(),
-        };
-        let session = tokio::spawn(serve_stream(
-            server,
-            "test".into(),
-            shared.clone(),
-            CancellationToken::new(),
-        ));
-        let mut client = Client::handshake(client_io, 16380).await.unwrap();
-        let after_hello = writes.load(Ordering::Relaxed);
-        for i in 0..50 {
-            client.feed(notify(2 * i + 1)).await.unwrap();
-        }
-        client.flush().await.unwrap(); // all 50 NOTIFYs arrive together
-        for i in 0..50 {
-            let ack = client.recv().await.unwrap().unwrap();
-            assert_eq!(ack.stream_id, 2 * i + 1);
-        }
-        let ack_writes = writes.load(Ordering::Relaxed) - after_hello;
-        assert!(ack_writes <= 2, "50 ACKs took {ack_writes} writes");
-        drop(client);
-        session.await.unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_connections_get_disconnect_status_2() {
-        let shared = service("idle_timeout_secs = 30\n");
-        let (client_io, server_io) = tokio::io::duplex(1 << 16);
-        let session = tokio::spawn(serve_stream(
-            server_io,
-            "test".into(),
-            shared,
-            CancellationToken::new(),
-        ));
-        let mut client = Client::handshake(client_io, 16380).await.unwrap();
-        let started = tokio::time::Instant::now();
-        let frame = client.recv().await.unwrap();
-        let Some(Frame {
-            payload: Payload::AgentDisconnect(d),
-            ..
-        }) = frame
-        else {
-            panic!("got {frame:?}")
-        };
-        assert_eq!(d.status, Status::TIMEOUT);
-        assert!(started.elapsed() >= Duration::from_secs(30));
-        drop(client);
-        session.await.unwrap();
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_peer_before_hello_is_dropped_after_the_idle_timeout() {
-        let shared = service("idle_timeout_secs = 5\n");
-        let (_client_io, server_io) = tokio::io::duplex(1 << 16);
-        let session = tokio::spawn(serve_stream(
-            server_io,
-            "test".into(),
-            shared.clone(),
-            CancellationToken::new(),
-        ));
-        tokio::time::timeout(Duration::from_secs(10), session)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(shared.agent.metrics.connections_active.get(), 0);
-    }
-}
+mod tests;

@@ -2,18 +2,24 @@
 //! connection ([`serve_stream`]) runs the SPOP session and asks the
 //! [`Agent`] for each verdict.
 //!
-//! Resource bounds: a semaphore caps open connections (the rest wait in the listen
-//! backlog, which is large because HAProxy 3.x opens about one connection per concurrent
-//! request), the codec caps frame size, and every connection has an idle timeout.
+//! Resource bounds: [`admission`] caps open connections — a connection that has not sent
+//! its HELLO yields its slot to a newcomer when all are taken, so silent sockets cannot
+//! keep HAProxy out; the rest wait in the listen backlog, which is large because HAProxy
+//! 3.x opens about one connection per concurrent request. The codec caps frame size;
+//! every connection has a handshake deadline (the whole HELLO), an idle timeout that only
+//! complete frames push back, and a write deadline (a peer that does not read is
+//! dropped). Protocol-error log lines are rate-limited, with a count of those left out.
 //!
 //! Shutdown: cancelling the token stops the accept loop at once; every connection answers
 //! the frames it has already received, sends AGENT-DISCONNECT status 0 and closes; [`run`]
 //! returns when all are done or when the deadline passes.
 
+mod admission;
 mod conn;
 mod settings;
 
 pub use crate::util::{Accepted, InvalidListen, Listen, Listener};
+pub use admission::{Admission, Admitted, Slot};
 pub use conn::serve_stream;
 pub use settings::{ServerSettings, MAX_THREADS};
 
@@ -23,12 +29,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::agent::Agent;
+use crate::util::LogThrottle;
 
 /// What every SPOP session serves: the agent that decides, and the session settings
 /// from `[server]`.
@@ -38,8 +44,14 @@ pub struct Service {
     pub agent: Arc<Agent>,
     /// The agent's max-frame-size; the negotiated one is never larger.
     pub max_frame_size: u32,
-    /// Close a connection with no frame for this long.
+    /// Close a connection with no complete frame for this long.
     pub idle_timeout: Duration,
+    /// A new connection's whole HELLO must arrive within this.
+    pub hello_timeout: Duration,
+    /// A peer must take what is written within this.
+    pub write_timeout: Duration,
+    /// One protocol-error (or unread-answers) log line per second at most.
+    pub protocol_log: LogThrottle,
     /// Name of the SPOE message to evaluate.
     pub message: Bytes,
     /// Shutting down, how long an idle connection waits for a last frame before it is
@@ -76,11 +88,29 @@ impl Service {
             agent,
             max_frame_size: settings.max_frame_size,
             idle_timeout: settings.idle_timeout(),
+            hello_timeout: settings.hello_timeout(),
+            write_timeout: settings.write_timeout(),
+            protocol_log: LogThrottle::new(Duration::from_secs(1)),
             message: Bytes::from(settings.message.clone().into_bytes()),
             drain_wait_ms: AtomicU64::new(
                 u64::try_from(STOP_DRAIN_WAIT.as_millis()).unwrap_or(u64::MAX),
             ),
             grace: settings.shutdown_timeout(),
+        }
+    }
+}
+
+/// A slot for a connection already accepted, as soon as there is one; `None` when
+/// shutting down first.
+async fn admit(admission: &Arc<Admission>, shutdown: &CancellationToken) -> Option<Admitted> {
+    loop {
+        if let Some(admitted) = admission.admit() {
+            return Some(admitted);
+        }
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            () = admission.room() => {}
         }
     }
 }
@@ -95,29 +125,20 @@ pub async fn run(
     grace: Duration,
 ) {
     let tracker = TaskTracker::new();
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let admission = Admission::new(max_connections);
     loop {
-        let permit = tokio::select! {
+        tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
+            () = admission.room() => {}
+        }
         let accepted = tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let session = match accepted {
-            Ok(Accepted::Tcp(stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                serve_stream(stream, peer.to_string(), service.clone(), shutdown.clone()).boxed()
-            }
-            Ok(Accepted::Unix(stream)) => {
-                serve_stream(stream, "unix".into(), service.clone(), shutdown.clone()).boxed()
-            }
+        let accepted = match accepted {
+            Ok(accepted) => accepted,
             Err(err) => {
                 // EMFILE and friends: back off briefly, never give up.
                 warn!(error = %err, "accept failed; retrying");
@@ -127,10 +148,43 @@ pub async fn run(
                 }
             }
         };
-        tracker.spawn(async move {
-            session.await;
-            drop(permit);
-        });
+        // Room was there before the accept; if the connection that made it (one without
+        // a HELLO) has completed its HELLO since, this one waits for the next slot.
+        let Some(Admitted {
+            slot,
+            evicted_another,
+        }) = admit(&admission, &shutdown).await
+        else {
+            break;
+        };
+        if evicted_another {
+            debug!(
+                max_connections,
+                "max_connections reached: evicted the oldest connection without a HELLO"
+            );
+        }
+        let session = match accepted {
+            Accepted::Tcp(stream, peer) => {
+                let _ = stream.set_nodelay(true);
+                serve_stream(
+                    stream,
+                    peer.to_string(),
+                    service.clone(),
+                    shutdown.clone(),
+                    slot,
+                )
+                .boxed()
+            }
+            Accepted::Unix(stream) => serve_stream(
+                stream,
+                "unix".into(),
+                service.clone(),
+                shutdown.clone(),
+                slot,
+            )
+            .boxed(),
+        };
+        tracker.spawn(session);
     }
     drop(listener);
     tracker.close();

@@ -25,8 +25,13 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Listen backlog: HAProxy 3.x opens about one connection per concurrent request.
     pub backlog: u32,
-    /// A connection with no frame for this long is closed with DISCONNECT status 2.
+    /// A connection with no complete frame for this long is closed with DISCONNECT
+    /// status 2 (bytes of a frame still coming do not count).
     pub idle_timeout_secs: u64,
+    /// A new connection must send its whole HAPROXY-HELLO within this long.
+    pub hello_timeout_secs: u64,
+    /// A peer that does not read the agent's answers for this long is disconnected.
+    pub write_timeout_secs: u64,
     /// On SIGTERM/SIGINT, how long open connections get to finish before exit.
     pub shutdown_timeout_secs: u64,
     /// The SPOE message to evaluate; others get an empty ACK.
@@ -44,6 +49,8 @@ impl Default for ServerSettings {
             max_connections: 4096,
             backlog: 4096,
             idle_timeout_secs: 300,
+            hello_timeout_secs: 5,
+            write_timeout_secs: 10,
             shutdown_timeout_secs: 10,
             message: "guard-check".into(),
             threads: 1,
@@ -70,8 +77,14 @@ impl ServerSettings {
         if self.max_connections == 0 {
             error("max_connections", "must be at least 1".into());
         }
-        if self.idle_timeout_secs == 0 {
-            error("idle_timeout_secs", "must be at least 1".into());
+        for (key, value) in [
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("hello_timeout_secs", self.hello_timeout_secs),
+            ("write_timeout_secs", self.write_timeout_secs),
+        ] {
+            if value == 0 {
+                error(key, "must be at least 1".into());
+            }
         }
         if self.message.is_empty() {
             error("message", "must not be empty".into());
@@ -103,6 +116,16 @@ impl ServerSettings {
     /// The idle timeout.
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The handshake deadline.
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_secs(self.hello_timeout_secs)
+    }
+
+    /// The write deadline.
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_secs(self.write_timeout_secs)
     }
 
     /// The shutdown deadline.
@@ -171,6 +194,8 @@ mod tests {
             ("max_frame_size = 100", "max_frame_size"),
             ("max_connections = 0", "max_connections"),
             ("idle_timeout_secs = 0", "idle_timeout_secs"),
+            ("hello_timeout_secs = 0", "hello_timeout_secs"),
+            ("write_timeout_secs = 0", "write_timeout_secs"),
             ("message = \"\"", "message"),
         ] {
             let problems = settings(toml).unwrap().validate();

@@ -1,4 +1,5 @@
-//! The SPOP side: connections, health checks, frames by type, protocol errors by kind.
+//! The SPOP side: connections (and those the agent dropped, by why), health checks,
+//! frames by type, protocol errors by kind.
 
 use prometheus_client::encoding::DescriptorEncoder;
 
@@ -19,6 +20,19 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, m: &Metrics) -> Encode
         "Connections ended by a protocol error, by kind (each answered with an AGENT-DISCONNECT).",
         "kind",
         &m.protocol_errors,
+    )?;
+    counter(
+        encoder,
+        "protocol_error_logs_suppressed",
+        "Protocol-error log lines left out by their rate limit (the connections are all counted above).",
+        m.protocol_error_logs_suppressed.get(),
+    )?;
+    by_label(
+        encoder,
+        "connections_dropped",
+        "SPOP connections the agent closed: no HELLO in time, idle, a peer not reading, or evicted before its HELLO to admit a new connection at max_connections.",
+        "reason",
+        &m.connections_dropped,
     )?;
     gauge(
         encoder,
