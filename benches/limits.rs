@@ -14,7 +14,7 @@
 //!   `scan` asks every limit whether it applies (the engine before issue 12). Target:
 //!   200 limits ≥ 0.9 × one.
 //! - `take/at_cap/ours`: a limit full at its 100k-key cap, every take a new source
-//!   (the flood case: `Take::Untracked`).
+//!   (the flood case: limited approximately in the overflow sketch).
 //! - `retain_recent/{100k,1m}/ours`: one eviction pass over a limit with that many keys,
 //!   none of them idle (the periodic task's cost).
 //! - `ours-fleet` in the `take` groups: the same limit with `scope = "fleet"` (keys

@@ -673,7 +673,7 @@ fn the_dashboard_is_well_formed() {
         "spoa_guard_reload_failing",
         "spoa_guard_rules",
         "spoa_guard_ratelimit_keys",
-        "spoa_guard_ratelimit_untracked_total",
+        "spoa_guard_ratelimit_approximate_total",
         "spoa_guard_process_resident_memory_bytes",
         "spoa_guard_top_share",
     ] {

@@ -75,6 +75,49 @@ pub struct Config {
     pub warnings: Vec<ConfigError>,
 }
 
+/// The largest configuration file read: far above any real one, and a device such as
+/// `/dev/zero` named by mistake cannot fill the memory.
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// The text of the configuration file at `path`: a regular file (or a link to one) of at
+/// most [`MAX_CONFIG_BYTES`], in UTF-8; else why not, with the operating system's reason.
+fn read_config_file(path: &Path) -> Result<String, String> {
+    use std::io::Read as _;
+    let cannot = |e: std::io::Error| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::NotFound => " (pass --config FILE)",
+            _ => "",
+        };
+        format!("cannot read: {e}{hint}")
+    };
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let kind = file.metadata().map_err(cannot)?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a device, a socket or a pipe)"
+        };
+        return Err(format!("cannot read: {what}"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "cannot read: larger than {} MiB",
+            MAX_CONFIG_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "cannot read: not UTF-8 text (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 impl Config {
     /// Reads the file at `path`, applies the `SPOA_GUARD__*` environment overrides, and
     /// checks everything.
@@ -84,13 +127,7 @@ impl Config {
     /// An unreadable file (with the operating system's reason), and every problem in it
     /// and in the overrides.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let hint = match e.kind() {
-                std::io::ErrorKind::NotFound => " (pass --config FILE)",
-                _ => "",
-            };
-            ConfigError::file(path, format!("cannot read: {e}{hint}"))
-        })?;
+        let text = read_config_file(path).map_err(|e| ConfigError::file(path, e))?;
         Config::parse(path, &text, std::env::vars())
     }
 

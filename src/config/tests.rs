@@ -305,10 +305,28 @@ fn an_unreadable_file_says_why() {
         !err.contains("no such file"),
         "a directory is not missing: {err}"
     );
+    assert!(err.contains("a directory"), "{err}");
     let err = Config::load(&dir.path().join("missing.toml"))
         .unwrap_err()
         .to_string();
     assert!(err.contains("--config"), "{err}");
+    // A device would never end (/dev/zero) or is empty by accident (/dev/null).
+    for device in ["/dev/zero", "/dev/null"] {
+        let err = Config::load(Path::new(device)).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{device}: {err}");
+    }
+    #[cfg(unix)]
+    {
+        let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+        std::os::unix::fs::symlink(&a, &b).unwrap();
+        std::os::unix::fs::symlink(&b, &a).unwrap();
+        let err = Config::load(&a).unwrap_err().to_string();
+        assert!(err.contains("symbolic links"), "{err}");
+    }
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, [b'a', 0xff, 0xfe]).unwrap();
+    let err = Config::load(&binary).unwrap_err().to_string();
+    assert!(err.contains("not UTF-8"), "{err}");
 }
 
 #[test]

@@ -64,8 +64,6 @@ pub enum Bucket {
         /// Seconds until a token is back.
         retry_after: u32,
     },
-    /// The limit tracks `max_keys` keys already: this new key is not limited.
-    Untracked,
 }
 
 /// One fact about the evaluation of a request.
@@ -251,7 +249,6 @@ impl fmt::Display for Note {
                     Bucket::Empty { retry_after } => {
                         format!("bucket empty, retry after {retry_after}s")
                     }
-                    Bucket::Untracked => "key cap reached, not limited".to_string(),
                 };
                 let dry = if *dry_run { ", dry run" } else { "" };
                 write!(f, "limit {limit}: {outcome} for {key} ({limit_is}{dry})")

@@ -327,7 +327,6 @@ fn take_token<'e>(
             Take::Denied { retry_after } => Bucket::Empty {
                 retry_after: retry_seconds(retry_after),
             },
-            Take::Untracked => Bucket::Untracked,
         },
         dry_run: limit.dry_run(),
     });

@@ -34,8 +34,9 @@
 //! A [`CappedMap`] from hashed key to `tat`: 64 mutex-guarded shards with an exact cap on
 //! keys. An entry is 16 bytes plus one control byte, and hashbrown keeps its tables
 //! between 7/16 and 7/8 full, so a key costs 19–39 bytes (about 37 measured over RSS; see
-//! the `memory_per_key` test). A new key at the cap is not stored at all (and its
-//! request not limited) until eviction makes room.
+//! the `memory_per_key` test). A new key at the cap is not stored in the table until
+//! eviction makes room; meanwhile its requests are limited approximately, in a sketch
+//! of fixed size ([`super::overflow`]) that never admits a key more than its limit.
 //!
 //! # Slots
 //!
@@ -49,6 +50,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::overflow::{Estimate, Overflow};
 use super::{LimitSpec, SpecError, Take};
 use crate::util::CappedMap;
 
@@ -109,8 +111,6 @@ pub(crate) enum Outcome {
     /// The bucket is empty for `wait` more nanoseconds; `first`: the first denial since
     /// the key was last allowed.
     Denied { wait: u64, first: bool },
-    /// The key did not fit under the cap.
-    Untracked,
 }
 
 impl Outcome {
@@ -122,7 +122,6 @@ impl Outcome {
             Outcome::Denied { wait, .. } => Take::Denied {
                 retry_after: retry_after(wait),
             },
-            Outcome::Untracked => Take::Untracked,
         }
     }
 }
@@ -143,6 +142,8 @@ pub(crate) struct Buckets<S: Slot = u64> {
     fresh_ahead: AtomicU64,
     /// Hashed key → slot, at most `max_keys` of them.
     pub(super) slots: CappedMap<S>,
+    /// The keys that do not fit in `slots`, approximately.
+    overflow: Overflow,
     /// Time origin of every `tat`.
     epoch: Instant,
     /// Key of the key hash; lives here because the hashes in the map are only
@@ -171,6 +172,7 @@ impl<S: Slot> Buckets<S> {
             tau_now: AtomicU64::new(tau),
             fresh_ahead: AtomicU64::new(0),
             slots: CappedMap::new(spec.max_keys()),
+            overflow: Overflow::default(),
             epoch,
             seed,
         })
@@ -233,7 +235,10 @@ impl<S: Slot> Buckets<S> {
                 Outcome::Allowed
             },
         );
-        taken.unwrap_or(Outcome::Untracked)
+        taken.unwrap_or_else(|| match self.overflow.take(key, now, t, tau) {
+            Estimate::Allowed => Outcome::Allowed,
+            Estimate::Denied(wait) => Outcome::Denied { wait, first: false },
+        })
     }
 
     /// What [`Buckets::take`] would give at `now`, changing nothing.
@@ -251,13 +256,21 @@ impl<S: Slot> Buckets<S> {
                     Take::Allowed
                 }
             }
-            None if self.slots.is_full() => Take::Untracked,
-            None => Take::Allowed,
+            None => {
+                let ahead = self.overflow.ahead(key, now);
+                if ahead > tau {
+                    Take::Denied {
+                        retry_after: retry_after(ahead - tau),
+                    }
+                } else {
+                    Take::Allowed
+                }
+            }
         }
     }
 
-    /// Takes refused a key because of the cap so far.
-    pub(crate) fn untracked_count(&self) -> u64 {
+    /// Takes decided by the sketch so far: their key did not fit under the cap.
+    pub(crate) fn approximate_count(&self) -> u64 {
         self.slots.untracked()
     }
 

@@ -10,7 +10,7 @@
 //! ```text
 //!  Request ──► applies? ──► key hash (SipHash of src/64, path, …) ──► shard ──► GCRA
 //!                                                                         │
-//!        Take::Allowed / Denied { retry_after } / Untracked (key cap) ◄───┘
+//!        Take::Allowed / Denied { retry_after } ◄─────────────────────────┘
 //! ```
 //!
 //! # Keys
@@ -32,8 +32,10 @@
 //!
 //! A tracked key costs about 37 bytes (a 64-bit key hash and a 64-bit time in a hash
 //! table). Each limit holds at most `max_keys` keys: at the cap, a request with a new key
-//! is [`Take::Untracked`], not limited (fail open, as the rest of the agent) and counted
-//! ([`Limit::untracked`], exposed as a metric), while already tracked keys keep being limited. [`Limits::retain_recent`],
+//! is limited approximately, in a fixed 2 MiB sketch allocated the first time the cap is
+//! reached (the `overflow` module: never more than the key's limit, sometimes less when
+//! very many keys are over it) and counted ([`Limit::approximate`], exposed as a
+//! metric), while the keys in the table keep being limited exactly. [`Limits::retain_recent`],
 //! called periodically, drops the keys whose bucket has refilled completely, which is
 //! exactly the state of a key never seen; so a flood of millions of one-shot sources
 //! occupies at most `max_keys` keys, and for no longer than `burst / rate` after its
@@ -79,6 +81,7 @@ mod buckets;
 mod fleet;
 mod index;
 mod key;
+mod overflow;
 mod spec;
 
 use std::sync::Arc;
@@ -141,9 +144,6 @@ pub enum Take {
         /// (`txn.guard.retry_after`).
         retry_after: Duration,
     },
-    /// The key is new and the limit already tracks `max_keys` keys: the request is not
-    /// limited (the caller should count these).
-    Untracked,
 }
 
 impl Limits {
@@ -327,8 +327,7 @@ impl Limit {
     }
 
     /// What [`Limit::take`] would give at `now`, without taking anything (for `eval`
-    /// on steps after the decision). A key at the cap is [`Take::Untracked`] but not
-    /// counted.
+    /// on steps after the decision).
     pub fn peek(&self, request: &Request<'_>, asn: Option<u32>, now: Instant) -> Take {
         match &self.state {
             State::Local(buckets) => buckets.peek(self.key_hash(buckets.seed(), request, asn), now),
@@ -346,12 +345,12 @@ impl Limit {
         }
     }
 
-    /// Requests not limited because the key cap was reached, since these buckets were
-    /// created (they carry over reloads with the buckets).
-    pub fn untracked(&self) -> u64 {
+    /// Requests limited approximately because their key did not fit under the key cap,
+    /// since these buckets were created (they carry over reloads with the buckets).
+    pub fn approximate(&self) -> u64 {
         match &self.state {
-            State::Local(buckets) => buckets.untracked_count(),
-            State::Fleet(fleet) => fleet.buckets.untracked_count(),
+            State::Local(buckets) => buckets.approximate_count(),
+            State::Fleet(fleet) => fleet.buckets.approximate_count(),
         }
     }
 

@@ -61,17 +61,18 @@ fn limits(encoder: &mut DescriptorEncoder<'_>, engine: &Engine) -> Encoded {
         ConstGauge::new(clamp(limit.key_count()))
             .encode(keys.encode_family(&[("limit", name.as_ref())])?)?;
     }
-    let mut untracked = encoder.encode_descriptor(
-        "ratelimit_untracked",
-        "Requests not limited because their limit was at max_keys (fail open); resets when the \
-         limit changes.",
+    let mut approximate = encoder.encode_descriptor(
+        "ratelimit_approximate",
+        "Requests whose key did not fit in their limit's max_keys, limited approximately (a \
+         fixed-size sketch: never more than the limit, sometimes less); resets when the limit \
+         changes.",
         None,
         MetricType::Counter,
     )?;
     for limit in engine.limits().iter() {
         let name = String::from_utf8_lossy(limit.name());
-        ConstCounter::new(limit.untracked())
-            .encode(untracked.encode_family(&[("limit", name.as_ref())])?)?;
+        ConstCounter::new(limit.approximate())
+            .encode(approximate.encode_family(&[("limit", name.as_ref())])?)?;
     }
     Ok(())
 }
