@@ -436,3 +436,92 @@ async fn top_shows_who_is_hitting_a_running_agent() {
         text(&out.stderr)
     );
 }
+
+/// A valid iptoasn row (AS13335 for 1.0.0.0/24), 44 bytes with its newline.
+const ASN_ROW: &[u8] = b"1.0.0.0\t1.0.0.255\t13335\tUS\tCLOUDFLARENET\n";
+
+/// `mib` MiB of `ASN_ROW`s once decompressed, as `mib` concatenated gzip members of
+/// 1 MiB each (one stream to a reader): 2048 give a 2 GiB bomb in 6.4 MB, built in
+/// milliseconds.
+fn asn_bomb(mib: usize) -> Vec<u8> {
+    use std::io::Write;
+    let one = ASN_ROW.repeat((1 << 20) / ASN_ROW.len());
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&one).unwrap();
+    enc.finish().unwrap().repeat(mib)
+}
+
+/// `check` against a 2 GiB gzip bomb under `[asn] max_file_bytes` = 8 MiB: refused in
+/// moments, naming the file and the setting, and within a 256 MiB data limit (without
+/// the cap the bomb took 2.1 GB).
+#[test]
+fn check_refuses_a_gzip_bomb_quickly_and_names_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("asn.tsv.gz");
+    std::fs::write(&table, asn_bomb(2048)).unwrap();
+    let config = dir.path().join("spoa-guard.toml");
+    std::fs::write(
+        &config,
+        "[asn]\ndatabases = [\"asn.tsv.gz\"]\nmax_file_bytes = 8388608\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = Command::new("sh")
+        .args(["-c", "ulimit -d 262144 && exec \"$0\" check -c \"$1\""])
+        .arg(BIN)
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let want = format!(
+        "{}: decompressed size over 8 MiB (asn.max_file_bytes)",
+        table.display()
+    );
+    assert!(stderr.contains(&want), "{want:?} missing from:\n{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A reload that meets a gzip bomb fails, logs the file and the cap, and the rules in
+/// force (the ASN table and the list) keep deciding.
+#[tokio::test]
+async fn a_reload_over_a_cap_keeps_the_rules_in_force() {
+    let rules = "[lists]\nblock = [\"block.txt\"]\n\
+                 [asn]\ndatabases = [\"asn.tsv.gz\"]\nblock = [13335]\nmax_file_bytes = 8388608\n";
+    let agent = AgentProcess::with_rules_prepared(rules, &[("block.txt", "192.0.2.1\n")], |dir| {
+        std::fs::write(dir.join("asn.tsv.gz"), asn_bomb(1)).unwrap();
+    });
+    let mut client = Client::connect(agent.addr).await.unwrap();
+    let deny = TypedData::str("deny");
+    assert_eq!(action_for(&mut client, "1.0.0.1").await, deny);
+    assert_eq!(action_for(&mut client, "192.0.2.1").await, deny);
+    assert_eq!(
+        action_for(&mut client, "198.51.100.1").await,
+        TypedData::str("allow")
+    );
+
+    std::fs::write(agent.dir.path().join("asn.tsv.gz"), asn_bomb(2048)).unwrap();
+    agent.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !agent
+        .log()
+        .contains("asn.tsv.gz: decompressed size over 8 MiB (asn.max_file_bytes)")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "reload error not logged:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(action_for(&mut client, "1.0.0.1").await, deny);
+    assert_eq!(action_for(&mut client, "192.0.2.1").await, deny);
+    assert_eq!(
+        action_for(&mut client, "198.51.100.1").await,
+        TypedData::str("allow")
+    );
+}

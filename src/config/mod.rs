@@ -285,6 +285,7 @@ fn validate(startup: &Startup, rules: &RuleSettings) -> Vec<Invalid> {
     if let Some(fleet) = &startup.fleet {
         problems.extend(within("fleet", fleet.validate()));
     }
+    problems.extend(within("lists", rules.lists.validate()));
     problems.extend(rules.validate());
     if startup.fleet.is_none() {
         for (i, limit) in rules.limit.iter().enumerate() {

@@ -389,3 +389,28 @@ fn restart_changes_name_each_start_time_setting() {
         vec!["metrics.listen (none → 127.0.0.1:9464)"]
     );
 }
+
+#[test]
+fn rule_file_caps_are_read_overridden_and_checked() {
+    use crate::rules::source::DEFAULT_MAX_FILE_BYTES;
+    let c = validate("[lists]\nmax_entries = 5\n[asn]\nmax_file_bytes = 1048576\n").unwrap();
+    assert_eq!(
+        (c.rules.lists.max_entries, c.rules.lists.max_file_bytes),
+        (5, DEFAULT_MAX_FILE_BYTES)
+    );
+    assert_eq!(c.rules.asn.caps().max_file_bytes, 1 << 20);
+    let c = with_env("", &[("SPOA_GUARD__ASN__MAX_LINE_BYTES", "2048")]).unwrap();
+    assert_eq!(c.rules.asn.max_line_bytes, 2048);
+    assert_eq!(
+        errors("[lists]\nmax_line_bytes = 64\n[asn]\nmax_entries = 0\nmax_file_size = 1\n"),
+        [
+            format!("{PATH}:2: lists.max_line_bytes: must be at least 1024"),
+            format!("{PATH}:4: asn.max_entries: must be at least 1"),
+            format!(
+                "{PATH}:5: asn.max_file_size: unknown field `max_file_size`, expected one of \
+                 `databases`, `block`, `block_file`, `dry_run`, `max_file_bytes`, \
+                 `max_line_bytes`, `max_entries`"
+            ),
+        ]
+    );
+}

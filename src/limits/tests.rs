@@ -1003,9 +1003,11 @@ fn the_cap_is_exact_under_concurrent_inserts() {
     for t in threads {
         t.join().unwrap();
     }
-    // Every first request is allowed (the keys beyond the cap by the sketch), and the
-    // table holds exactly the cap.
-    assert_eq!(tracked.load(Ordering::Relaxed), 8_000);
+    // Every first request is allowed (the keys beyond the cap by the sketch, but for the
+    // rare one whose 4 cells all collide with keys already at their burst of 1: about
+    // (1 − e^(−7000/65536))^4 ≈ 10⁻⁴ each), and the table holds exactly the cap.
+    let allowed = tracked.load(Ordering::Relaxed);
+    assert!((7_990..=8_000).contains(&allowed), "{allowed}");
     assert_eq!(limits.key_count(), CAP);
     assert_eq!(only(&limits).approximate(), 8_000 - CAP as u64);
 }

@@ -17,6 +17,7 @@ mod fleet;
 mod histogram;
 mod hits;
 mod instruments;
+mod ops;
 mod sessions;
 
 pub use fleet::{FleetError, FleetMetrics};
@@ -25,6 +26,7 @@ pub use histogram::{
 };
 pub use hits::{Hit, HitTable, RuleHits};
 pub use instruments::{Counter, Counters, Gauge, Hold, Label, Matrix};
+pub use ops::{OpsDrop, OpsListener};
 pub use sessions::ConnectionDrop;
 
 use strum::{EnumCount, EnumIter};
@@ -186,6 +188,9 @@ pub struct Metrics {
     pub ban_changes: Counters<BanChange>,
     /// Admin requests, by route and result.
     pub admin_requests: Matrix<AdminRoute, AdminResult>,
+    /// Connections the operations listeners dropped (deadlines, eviction), by listener
+    /// and why.
+    pub ops_dropped: Matrix<OpsListener, OpsDrop>,
     /// Fleet mode: exchanges with the fleet store, degradation.
     pub fleet: FleetMetrics,
 }

@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use super::http::{body, text, Call, Handler};
 use super::top_query::TopQuery;
 use crate::agent::{self, Agent};
-use crate::metrics::exposition;
+use crate::metrics::{exposition, Metrics, OpsListener};
 
 /// What the endpoints read.
 #[derive(Debug)]
@@ -67,6 +67,12 @@ impl Endpoints {
 }
 
 impl Handler for Endpoints {
+    const LISTENER: OpsListener = OpsListener::Metrics;
+
+    fn metrics(&self) -> &Metrics {
+        &self.agent.metrics
+    }
+
     async fn respond(self: Arc<Self>, call: Call) -> Response<Full<Bytes>> {
         self.answer(&call.method, &call.path, call.query.as_deref())
     }

@@ -3,12 +3,15 @@
 //! readiness probes, and the traffic-insight report behind `spoa-guard top`
 //! ([`Endpoints`]), for scrapers and probes on a trusted network. `[admin] listen` makes
 //! changes ([`admin`]: bans, reload, the dry-run switch), on a unix socket or TCP with a
-//! token. Both are HTTP/1.1 on hyper ([`http`]), bounded like the SPOP side: a
-//! connection cap, deadlines for the request head and body, capped bodies.
+//! token. Both are HTTP/1.1 on hyper ([`http`]), bounded like the SPOP side: one
+//! request per connection, a connection cap where a new connection evicts the one with
+//! the least progress ([`slots`]), deadlines for the request head, the body and the
+//! response, capped bodies.
 
 pub mod admin;
 pub mod endpoints;
 pub mod http;
+pub mod slots;
 pub mod top_query;
 
 pub use admin::{Admin, AdminSettings};

@@ -24,6 +24,9 @@
 //! - Anything else is an error naming the file and line. Loading carries on after a bad
 //!   line so that `spoa-guard check` reports every bad line at once (up to
 //!   [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE) per file).
+//! - A file is read line by line within the `[lists]` caps ([`FileCaps`]): a file over
+//!   `max_file_bytes`, a line over `max_line_bytes` or more than `max_entries` entries
+//!   (non-blank, non-comment lines) is an error and the list is not loaded.
 //!
 //! # IPv4-mapped IPv6
 //!
@@ -47,6 +50,7 @@
 //! bytes per IPv6 segment, plus a bucket table of at most 256 KiB per family.
 
 use std::fmt;
+use std::io::BufRead;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
@@ -54,7 +58,7 @@ use bytes::Bytes;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::interval::{IntervalMap, Range};
-use super::{quote, FileErrors, LoadError, LoadErrors};
+use super::{quote, FileCaps, FileErrors, LoadErrors};
 
 /// One parsed IP list file: its name and its entries, not yet compiled for lookups.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,24 +74,64 @@ pub struct IpList {
 }
 
 impl IpList {
-    /// Parses the text of the list file at `path` (used for the list's name and in errors).
+    /// Parses the text of the list file at `path` (used for the list's name and in errors)
+    /// within the default caps.
     ///
     /// # Errors
     ///
     /// Every bad line, as `file:line: message` errors (at most [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE),
-    /// then one error counting the rest).
+    /// then one error counting the rest); a line or an entry count over the caps.
     pub fn parse(path: &Path, text: &str) -> Result<IpList, LoadErrors> {
+        Self::read(path, text.as_bytes(), &FileCaps::defaults("lists"))
+    }
+
+    /// Reads and parses the list file at `path` within the default caps; see
+    /// [`IpList::load_capped`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`IpList::load_capped`].
+    pub fn load(path: &Path) -> Result<IpList, LoadErrors> {
+        Self::load_capped(path, &FileCaps::defaults("lists"))
+    }
+
+    /// Reads and parses the list file at `path`, streaming, within `caps`.
+    ///
+    /// Bytes that are not valid UTF-8 are replaced by U+FFFD before parsing, so they are
+    /// reported as a bad entry on their line (or ignored inside a comment) rather than
+    /// failing the whole file.
+    ///
+    /// # Errors
+    ///
+    /// A file-level error if the file cannot be read or is over `max_file_bytes`,
+    /// `file:line: line longer than ...` for a line over `max_line_bytes`, a file-level
+    /// error for more than `max_entries` entries, otherwise the errors of
+    /// [`IpList::parse`].
+    pub fn load_capped(path: &Path, caps: &FileCaps) -> Result<IpList, LoadErrors> {
+        let input = caps.open(path)?;
+        Self::read(path, input, caps)
+    }
+
+    /// Parses the lines of `input`, the list file at `path`, within `caps`.
+    fn read(path: &Path, input: impl BufRead, caps: &FileCaps) -> Result<IpList, LoadErrors> {
         let mut list = IpList {
             name: list_name(path),
             v4: Vec::new(),
             v6: Vec::new(),
         };
         let mut errors = FileErrors::new(path);
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        for (line_no, line) in (1usize..).zip(text.lines()) {
-            let entry = strip_comment(line).trim();
+        let mut lines = caps.lines(input);
+        let mut entries: u64 = 0;
+        while let Some((line_no, line)) = lines.next_or_record(&mut errors) {
+            let line = String::from_utf8_lossy(line);
+            let entry = strip_comment(&line).trim();
             if entry.is_empty() {
                 continue;
+            }
+            entries = entries.saturating_add(1);
+            if caps.too_many(entries) {
+                errors.too_many(caps);
+                break;
             }
             match parse_entry(entry) {
                 Ok(net) => list.push(net),
@@ -98,22 +142,6 @@ impl IpList {
         list.v4.shrink_to_fit();
         list.v6.shrink_to_fit();
         Ok(list)
-    }
-
-    /// Reads and parses the list file at `path`.
-    ///
-    /// Bytes that are not valid UTF-8 are replaced by U+FFFD before parsing, so they are
-    /// reported as a bad entry on their line (or ignored inside a comment) rather than
-    /// failing the whole file.
-    ///
-    /// # Errors
-    ///
-    /// A file-level error if the file cannot be read, otherwise the errors of
-    /// [`IpList::parse`].
-    pub fn load(path: &Path) -> Result<IpList, LoadErrors> {
-        let bytes =
-            std::fs::read(path).map_err(|e| LoadError::file(path, format!("cannot read: {e}")))?;
-        Self::parse(path, &String::from_utf8_lossy(&bytes))
     }
 
     /// A list named `name` holding `nets`, for lists that do not come from a file

@@ -3,6 +3,8 @@
 //! Everything here is built off the request path (at start-up, by `check`, and later by
 //! reloads) and then shared read-only. Loading never panics on file contents: every
 //! problem becomes a [`LoadError`] that names the file and, where there is one, the line.
+//! Every file is read within caps on its size, line length and entries ([`source`]), so
+//! a bad download costs bounded memory and fails the load like any other error.
 
 pub mod asn;
 pub mod interval;
@@ -10,6 +12,7 @@ pub mod ip;
 pub mod loaded;
 pub mod mmdb;
 pub mod settings;
+pub mod source;
 pub mod user_agent;
 
 use std::fmt;
@@ -20,6 +23,7 @@ use asn::{AsnBlock, AsnDb};
 use ip::{IpList, IpMatcher};
 pub use loaded::Loaded;
 pub use settings::{AsnSettings, ListFile, ListsSettings, UaSource, UserAgentSpec};
+pub use source::FileCaps;
 use user_agent::UaRules;
 
 /// Every compiled rule, immutable once built. A reload builds a new one and swaps it in.
@@ -56,7 +60,8 @@ impl RuleSet {
 
     /// Loads and compiles every rule input named by the rule sections; `config_path`
     /// locates errors in inline settings such as user-agent patterns. Lists and ASN tables
-    /// whose files are unchanged since `previous` was loaded are kept from it.
+    /// whose files are unchanged since `previous` was loaded, and whose caps
+    /// (`max_file_bytes`, `max_line_bytes`, `max_entries`) are the same, are kept from it.
     ///
     /// At start-up (no `previous`) the ASN tables load on a thread of their own while the
     /// calling thread reads the lists and compiles the user-agent rules: the two largest
@@ -66,7 +71,8 @@ impl RuleSet {
     ///
     /// # Errors
     ///
-    /// Every problem in every file (not just the first), each with its file and line.
+    /// Every problem in every file (not just the first), each with its file and line; a
+    /// file over one of its section's caps is one error naming the file and the cap.
     pub fn load(
         lists: &ListsSettings,
         asn: &AsnSettings,
@@ -74,13 +80,13 @@ impl RuleSet {
         config_path: &Path,
         previous: Option<&RuleSet>,
     ) -> Result<RuleSet, LoadErrors> {
+        let (list_caps, asn_caps) = (lists.caps(), asn.caps());
         let asn_stamps = Stamps::of(&asn.databases);
-        let kept_asn_db = Loaded::kept(previous.map(|p| &p.asn_db), &asn_stamps);
+        let kept_asn_db = Loaded::kept(previous.map(|p| &p.asn_db), &asn_stamps, &asn_caps);
         let load_asn_db = || match &kept_asn_db {
             Some(kept) => Ok(kept.clone()),
-            None => {
-                AsnDb::load(&asn.databases).map(|db| Loaded::from_files(db, asn_stamps.clone()))
-            }
+            None => AsnDb::load_capped(&asn.databases, &asn_caps)
+                .map(|db| Loaded::from_files(db, asn_stamps.clone(), asn_caps)),
         };
         let (loaded_lists, loaded_asn_db, loaded_user_agents) = std::thread::scope(|scope| {
             let asn_thread = (previous.is_none() && !asn.databases.is_empty())
@@ -98,7 +104,7 @@ impl RuleSet {
                 (&lists.block, false, previous_lists.map(|[.., l, _]| l)),
                 (&lists.block, true, previous_lists.map(|[.., l]| l)),
             ]
-            .map(|(files, dry_run, previous)| load_lists(files, dry_run, previous));
+            .map(|(files, dry_run, previous)| load_lists(files, dry_run, previous, &list_caps));
             let loaded_user_agents = UaRules::load(user_agents, config_path);
             let loaded_asn_db = match asn_thread {
                 Some(thread) => thread
@@ -115,7 +121,7 @@ impl RuleSet {
         let asn_db = keep(&mut errors, loaded_asn_db);
         let asn_block = keep(
             &mut errors,
-            AsnBlock::load(&asn.blocked(), asn.block_file.as_deref()),
+            AsnBlock::load_capped(&asn.blocked(), asn.block_file.as_deref(), &asn_caps),
         );
         let user_agents = keep(&mut errors, loaded_user_agents);
         match (
@@ -212,6 +218,21 @@ impl<'a> FileErrors<'a> {
         self.errors.push(LoadError::file(self.path, message));
     }
 
+    /// Records why reading the file stopped (a line over the cap, the file over its
+    /// size cap, an I/O error): always kept, on its line when it has one.
+    pub(crate) fn read_failed(&mut self, caps: &FileCaps, error: &source::LineError) {
+        let (line, message) = caps.line_error(error);
+        self.errors.push(match line {
+            Some(line) => LoadError::line(self.path, line, message),
+            None => LoadError::file(self.path, message),
+        });
+    }
+
+    /// Records that the file has more entries than `caps` allow.
+    pub(crate) fn too_many(&mut self, caps: &FileCaps) {
+        self.file(caps.too_many_message());
+    }
+
     /// `Ok` when nothing was recorded, otherwise every error plus the count of the rest.
     pub(crate) fn finish(mut self) -> Result<(), LoadErrors> {
         if self.unreported > 0 {
@@ -251,29 +272,30 @@ fn keep<T>(errors: &mut Vec<LoadError>, result: Result<T, LoadErrors>) -> Option
     }
 }
 
-/// Loads the lists of `files` whose `dry_run` flag equals `dry_run`, in order, or keeps
-/// the matcher of `previous` when those files did not change.
+/// Loads the lists of `files` whose `dry_run` flag equals `dry_run`, in order, within
+/// `caps`, or keeps the matcher of `previous` when those files and caps did not change.
 fn load_lists(
     files: &[ListFile],
     dry_run: bool,
     previous: Option<&Loaded<IpMatcher>>,
+    caps: &FileCaps,
 ) -> Result<Loaded<IpMatcher>, LoadErrors> {
     let files: Vec<&ListFile> = files.iter().filter(|f| f.dry_run == dry_run).collect();
     let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
     let stamps = Stamps::of(&paths);
-    if let Some(kept) = Loaded::kept(previous, &stamps) {
+    if let Some(kept) = Loaded::kept(previous, &stamps, caps) {
         return Ok(kept);
     }
     let mut lists = Vec::new();
     let mut errors = Vec::new();
     for file in files {
-        match IpList::load(&file.path) {
+        match IpList::load_capped(&file.path, caps) {
             Ok(list) => lists.push(list),
             Err(LoadErrors(mut errs)) => errors.append(&mut errs),
         }
     }
     if errors.is_empty() {
-        Ok(Loaded::from_files(IpMatcher::new(lists), stamps))
+        Ok(Loaded::from_files(IpMatcher::new(lists), stamps, *caps))
     } else {
         Err(LoadErrors(errors))
     }

@@ -2,22 +2,51 @@
 //! `[[user_agent]]` — read with serde and checked here, by the layer that compiles them.
 //! Paths are as written; `config` makes them absolute ([`ListsSettings::rebase`] and
 //! friends) before anything is loaded.
+//!
+//! `[lists]` and `[asn]` each carry the caps their files are read within
+//! (`max_file_bytes`, `max_line_bytes`, `max_entries`; see [`super::source`] for the
+//! defaults and why): keys on the sections whose files they govern, so that an error
+//! names the one setting that raises the cap (`asn.max_file_bytes`), and an ASN table of
+//! 20 MB can have room without a block list getting the same. User-agent pattern files
+//! have fixed caps ([`FileCaps::USER_AGENT_FILES`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::source::{
+    FileCaps, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_LINE_BYTES, MIN_MAX_ENTRIES,
+    MIN_MAX_FILE_BYTES, MIN_MAX_LINE_BYTES,
+};
 use crate::decision::{RuleAction, RuleName};
 use crate::util::{Invalid, KeyPath};
 
 /// `[lists]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListsSettings {
     /// Allow-list files: a match allows the request and skips every other rule.
     pub allow: Vec<ListFile>,
     /// Block-list files: a match denies with reason `blocklist`.
     pub block: Vec<ListFile>,
+    /// Most bytes one list file may hold: a bigger one fails the load.
+    pub max_file_bytes: u64,
+    /// Longest line of a list file, in bytes.
+    pub max_line_bytes: u64,
+    /// Most entries (addresses and CIDRs) in one list file.
+    pub max_entries: u64,
+}
+
+impl Default for ListsSettings {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            block: Vec::new(),
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
 }
 
 /// One list file: a path, or `{ path = "...", dry_run = true }`.
@@ -99,10 +128,38 @@ impl ListsSettings {
             .chain(&self.block)
             .map(|f| f.path.as_path())
     }
+
+    /// The caps every list file is read within.
+    pub fn caps(&self) -> FileCaps {
+        FileCaps::new(
+            "lists",
+            self.max_file_bytes,
+            self.max_line_bytes,
+            self.max_entries,
+        )
+    }
+
+    /// Every problem, keys relative to `[lists]`.
+    pub fn validate(&self) -> Vec<Invalid> {
+        validate_caps(&self.caps())
+    }
+}
+
+/// The problems with a section's caps, keys relative to the section.
+fn validate_caps(caps: &FileCaps) -> Vec<Invalid> {
+    [
+        ("max_file_bytes", caps.max_file_bytes, MIN_MAX_FILE_BYTES),
+        ("max_line_bytes", caps.max_line_bytes, MIN_MAX_LINE_BYTES),
+        ("max_entries", caps.max_entries, MIN_MAX_ENTRIES),
+    ]
+    .into_iter()
+    .filter(|&(_, value, min)| value < min)
+    .map(|(key, _, min)| Invalid::error(KeyPath::of(key), format!("must be at least {min}")))
+    .collect()
 }
 
 /// `[asn]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AsnSettings {
     /// IP-to-ASN databases (iptoasn TSV, ip-location-db CSV, MaxMind `.mmdb`; plain or
@@ -114,6 +171,26 @@ pub struct AsnSettings {
     pub block_file: Option<PathBuf>,
     /// Evaluate and count, never deny.
     pub dry_run: bool,
+    /// Most bytes one database (after decompression) or the block file may hold.
+    pub max_file_bytes: u64,
+    /// Longest line of a text database or the block file, in bytes.
+    pub max_line_bytes: u64,
+    /// Most entries (rows, networks, AS numbers) in one file.
+    pub max_entries: u64,
+}
+
+impl Default for AsnSettings {
+    fn default() -> Self {
+        Self {
+            databases: Vec::new(),
+            block: Vec::new(),
+            block_file: None,
+            dry_run: false,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_entries: DEFAULT_MAX_ENTRIES,
+        }
+    }
 }
 
 /// An autonomous system number as written in the configuration: `64496` or
@@ -189,9 +266,19 @@ impl AsnSettings {
             .chain(self.block_file.as_deref())
     }
 
+    /// The caps every database and the block file are read within.
+    pub fn caps(&self) -> FileCaps {
+        FileCaps::new(
+            "asn",
+            self.max_file_bytes,
+            self.max_line_bytes,
+            self.max_entries,
+        )
+    }
+
     /// Every problem, keys relative to `[asn]`.
     pub fn validate(&self) -> Vec<Invalid> {
-        let mut problems = Vec::new();
+        let mut problems = validate_caps(&self.caps());
         for (i, asn) in self.block.iter().enumerate() {
             if asn.0 == 0 {
                 problems.push(Invalid::error(
@@ -333,6 +420,31 @@ mod tests {
         assert_eq!(zero.validate()[0].key.to_string(), "block[0]");
         let no_db: AsnSettings = toml::from_str("block = [1]\n").unwrap();
         assert!(no_db.validate()[0].message.contains("asn.databases"));
+    }
+
+    #[test]
+    fn caps_default_and_are_checked() {
+        let lists: ListsSettings = toml::from_str("block = [\"b.txt\"]\n").unwrap();
+        assert_eq!(lists.caps(), FileCaps::defaults("lists"));
+        assert!(lists.validate().is_empty());
+        let asn: AsnSettings =
+            toml::from_str("max_file_bytes = 1048576\nmax_line_bytes = 2048\nmax_entries = 5\n")
+                .unwrap();
+        assert_eq!(asn.caps(), FileCaps::new("asn", 1 << 20, 2048, 5));
+        assert!(asn.validate().is_empty());
+        let low: ListsSettings =
+            toml::from_str("max_file_bytes = 512\nmax_line_bytes = 64\nmax_entries = 0\n").unwrap();
+        let found: Vec<String> = low.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            [
+                "max_file_bytes: must be at least 65536",
+                "max_line_bytes: must be at least 1024",
+                "max_entries: must be at least 1",
+            ]
+        );
+        let err = toml::from_str::<AsnSettings>("max_entries = -1\n").unwrap_err();
+        assert!(err.message().contains("invalid value"), "{err}");
     }
 
     #[test]

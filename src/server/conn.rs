@@ -35,7 +35,6 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tracing::{debug, field, info_span, trace, warn, Instrument};
 
-use super::admission::Slot;
 use super::Service;
 use crate::agent::Decider;
 use crate::decision::Request;
@@ -46,6 +45,7 @@ use crate::spop::notify::find_message;
 use crate::spop::{
     header, AckWriter, Disconnect, Error, Frame, FrameType, Payload, Scope, SpopCodec, Status,
 };
+use crate::util::slots::Slot;
 
 /// How long to keep reading (and discarding) after our DISCONNECT, so that unread input
 /// does not turn our close into a reset that could destroy the DISCONNECT in flight.
@@ -111,7 +111,7 @@ pub async fn serve_stream<S>(
             codec: SpopCodec::new(service.max_frame_size),
             service: &service,
             stopping: Box::pin(shutdown.cancelled_owned()),
-            evicted: Box::pin(slot.evicted().clone().cancelled_owned()),
+            evicted: Box::pin(slot.eviction().clone().cancelled_owned()),
             slot,
             established: false,
             idle_timer: Box::pin(tokio::time::sleep_until(hello_deadline)),
@@ -176,7 +176,7 @@ struct Connection<'a, S> {
     /// Resolves when the agent shuts down; made once, so that waiting costs no
     /// registration per read.
     stopping: Pin<Box<WaitForCancellationFutureOwned>>,
-    /// Resolves when the connection is evicted (see [`super::admission`]); only
+    /// Resolves when the connection is evicted (see [`crate::util::slots`]); only
     /// listened to before the HELLO.
     evicted: Pin<Box<WaitForCancellationFutureOwned>>,
     /// The connection's slot among `max_connections`.
@@ -235,7 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
         self.metrics().frames.of(FrameType::AgentHello).inc();
         self.established = true;
-        self.slot.established();
+        self.slot.set_rank(None);
         self.last_frame = self.last_read;
         if negotiated.healthcheck {
             self.metrics().healthchecks.inc();

@@ -2,9 +2,10 @@
 //! connection ([`serve_stream`]) runs the SPOP session and asks the
 //! [`Agent`] for each verdict.
 //!
-//! Resource bounds: [`admission`] caps open connections — a connection that has not sent
-//! its HELLO yields its slot to a newcomer when all are taken, so silent sockets cannot
-//! keep HAProxy out; the rest wait in the listen backlog, which is large because HAProxy
+//! Resource bounds: [`Slots`](crate::util::slots) cap open connections — a connection
+//! that has not sent its HELLO yields its slot to a newcomer when all are taken (the
+//! oldest first), so silent sockets cannot keep HAProxy out, and one past its HELLO is
+//! never evicted; the rest wait in the listen backlog, which is large because HAProxy
 //! 3.x opens about one connection per concurrent request. The codec caps frame size;
 //! every connection has a handshake deadline (the whole HELLO), an idle timeout that only
 //! complete frames push back, and a write deadline (a peer that does not read is
@@ -14,12 +15,10 @@
 //! the frames it has already received, sends AGENT-DISCONNECT status 0 and closes; [`run`]
 //! returns when all are done or when the deadline passes.
 
-mod admission;
 mod conn;
 mod settings;
 
 pub use crate::util::{Accepted, InvalidListen, Listen, Listener};
-pub use admission::{Admission, Admitted, Slot};
 pub use conn::serve_stream;
 pub use settings::{ServerSettings, MAX_THREADS};
 
@@ -34,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::agent::Agent;
+use crate::util::slots::{Admitted, Slots};
 use crate::util::LogThrottle;
 
 /// What every SPOP session serves: the agent that decides, and the session settings
@@ -102,9 +102,10 @@ impl Service {
 
 /// A slot for a connection already accepted, as soon as there is one; `None` when
 /// shutting down first.
-async fn admit(admission: &Arc<Admission>, shutdown: &CancellationToken) -> Option<Admitted> {
+async fn admit(admission: &Arc<Slots>, shutdown: &CancellationToken) -> Option<Admitted> {
     loop {
-        if let Some(admitted) = admission.admit() {
+        // Before its HELLO a connection may be evicted (rank 0); after it, never.
+        if let Some(admitted) = admission.admit(Some(0)) {
             return Some(admitted);
         }
         tokio::select! {
@@ -125,7 +126,7 @@ pub async fn run(
     grace: Duration,
 ) {
     let tracker = TaskTracker::new();
-    let admission = Admission::new(max_connections);
+    let admission = Slots::new(max_connections);
     loop {
         tokio::select! {
             biased;

@@ -1,6 +1,6 @@
 //! Small building blocks that several layers use and that belong to none of them: a
 //! hasher for keys that are already hashes, a concurrent map with a hard key cap, a log-line throttle, file stamps, the wall
-//! clock in Unix seconds, lowering a background thread's CPU priority, durations as operators write them, the problem type that
+//! clock in Unix seconds, lowering a background thread's CPU priority, connection slots with eviction for every listener, durations as operators write them, the problem type that
 //! settings validation reports, Unix time from an `Instant`, and listening sockets (TCP or unix) for every listener.
 //!
 //! Nothing here knows about requests, rules or protocols; every other module may use it.
@@ -13,6 +13,7 @@ pub mod listener;
 pub mod log_throttle;
 pub mod prehashed;
 pub mod settings;
+pub mod slots;
 pub mod stamps;
 
 pub use background::{idle_thread_priority, lower_thread_priority};

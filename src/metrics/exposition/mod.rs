@@ -1,7 +1,8 @@
 //! The Prometheus exposition: what the agent's collector writes at scrape time, split
 //! by area — traffic (decisions, rule hits, latency, insight), protocol (connections,
 //! frames, errors), rules (reloads, rule sizes, rate-limit keys), incident controls
-//! (bans, admin requests, the dry-run switch), fleet mode and process.
+//! (bans, admin requests, the dry-run switch), the operations listeners (connections
+//! dropped), fleet mode and process.
 //!
 //! Names follow Prometheus conventions: prefix `spoa_guard_`, base units (seconds,
 //! bytes), `_total` for counters (added by the encoder). The README lists every series;
@@ -9,6 +10,7 @@
 
 mod fleet;
 mod incident;
+mod ops;
 mod process;
 mod protocol;
 mod rules;
@@ -59,6 +61,7 @@ pub fn encode_all(mut encoder: DescriptorEncoder<'_>, sources: &Sources<'_>) -> 
     protocol::encode(&mut encoder, sources.metrics)?;
     rules::encode(&mut encoder, sources)?;
     incident::encode(&mut encoder, sources)?;
+    ops::encode(&mut encoder, sources.metrics)?;
     fleet::encode(&mut encoder, &sources.metrics.fleet)?;
     process::encode(&mut encoder)
 }

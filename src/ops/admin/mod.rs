@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::http::{body, text, Call, Handler, Peer};
 use crate::agent::{Actor, Agent, ReloadRequest};
 use crate::bans::{Added, Ban, Target};
-use crate::metrics::{AdminResult, AdminRoute};
+use crate::metrics::{AdminResult, AdminRoute, Metrics, OpsListener};
 use crate::util::{parse_duration, unix_now_u32};
 
 /// Largest request body: a ban request is a few hundred bytes.
@@ -251,7 +251,11 @@ impl Admin {
 
 impl Handler for Admin {
     const MAX_BODY: usize = MAX_BODY;
-    const KEEP_ALIVE: bool = false;
+    const LISTENER: OpsListener = OpsListener::Admin;
+
+    fn metrics(&self) -> &Metrics {
+        &self.agent.metrics
+    }
 
     async fn respond(self: Arc<Self>, call: Call) -> Response<Full<Bytes>> {
         let (route, response) = match self.actor(&call) {

@@ -31,13 +31,14 @@
 //!
 //! By content; the file name is only a hint.
 //!
-//! 1. Plain bytes holding the MaxMind metadata marker (`\xAB\xCD\xEFMaxMind.com`) within
-//!    their last 128 KiB (the format's limit for the metadata section) are a MaxMind DB
-//!    ([`is_mmdb`]).
-//! 2. A gzip stream is a MaxMind DB when its decompressed bytes start with binary data (a
-//!    NUL byte in the first block) or the name ends in `.mmdb.gz`; it is then decompressed
-//!    whole, since a MaxMind DB needs random access. Other gzip streams are text and are
-//!    parsed as they are decompressed, never held in memory whole.
+//! 1. Content that starts with binary data (a NUL byte in the first block, after
+//!    decompression for a gzip stream), or whose name ends in `.mmdb` or `.mmdb.gz`, is
+//!    read whole (a MaxMind DB needs random access) and is a MaxMind DB when it holds the
+//!    metadata marker (`\xAB\xCD\xEFMaxMind.com`) within its last 128 KiB (the format's
+//!    limit for the metadata section; [`is_mmdb`]). Plain binary content that is not one
+//!    is then read as text, so the first bad line says what is wrong.
+//! 2. Everything else is text, parsed line by line as it is read (and decompressed),
+//!    never held in memory whole.
 //! 3. Text: the first data line decides, by the first separator after the start address:
 //!    a TAB means iptoasn TSV, a comma means ip-location-db CSV (addresses contain neither).
 //!    Every later line must have the same layout.
@@ -57,8 +58,14 @@
 //! [`MAX_ERRORS_PER_FILE`](crate::rules::MAX_ERRORS_PER_FILE) per file). A problem with a
 //! file as a whole (unreadable, corrupt gzip, unknown format, invalid MaxMind DB) is a
 //! `file: message` error.
+//!
+//! Every file is read within the `[asn]` caps ([`FileCaps`]): more than `max_file_bytes`
+//! (of the file, and of its decompressed content), a line longer than `max_line_bytes`,
+//! or more than `max_entries` rows (or MaxMind networks) stops the file with one error
+//! saying which cap it hit; a bomb costs at most `max_file_bytes` of memory (the whole
+//! read of step 1) and the time to decompress that much.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::Path;
 
@@ -69,7 +76,8 @@ use super::AsnDb;
 use crate::rules::interval::{IntervalMap, Range};
 use crate::rules::mmdb::{is_mmdb, is_tar, MaxMindDb, MmdbError, TAR_MESSAGE};
 use crate::rules::settings::parse_asn;
-use crate::rules::{quote, FileErrors, LoadError, LoadErrors};
+use crate::rules::source::{io_message, READ_BUFFER};
+use crate::rules::{quote, FileCaps, FileErrors, LoadError, LoadErrors};
 
 /// The two bytes every gzip member starts with (RFC 1952, section 2.3.1).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -80,9 +88,6 @@ const MMDB_ASN_KEY: &str = "autonomous_system_number";
 /// First and last address of the IPv4-mapped block `::ffff:0:0/96`, as integers.
 const MAPPED_FIRST: u128 = 0xffff_0000_0000;
 const MAPPED_LAST: u128 = 0xffff_ffff_ffff;
-
-/// Read buffer for text tables: large enough that decompression runs in big blocks.
-const READ_BUFFER: usize = 64 * 1024;
 
 /// The database formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,24 +138,26 @@ pub(super) struct Tables {
 }
 
 impl Tables {
-    /// Adds the rows of one database file with content `bytes`; returns its errors.
-    pub(super) fn add_file(&mut self, path: &Path, bytes: &[u8]) -> Vec<LoadError> {
+    /// Adds the rows of one database file read from `input` (already capped at
+    /// `max_file_bytes`), within `caps`; returns its errors.
+    pub(super) fn add_source(
+        &mut self,
+        path: &Path,
+        mut input: impl BufRead,
+        caps: &FileCaps,
+    ) -> Vec<LoadError> {
         let hint = Format::hinted_by(path);
         let before = self.rows();
-        let result = if bytes.starts_with(&GZIP_MAGIC) {
-            self.add_gzip(path, bytes, hint)
-        } else if is_tar(bytes) {
-            Err(vec![LoadError::file(path, TAR_MESSAGE)])
-        } else if is_mmdb(bytes) {
-            self.add_mmdb(path, bytes)
-        } else if hint == Some(Format::Mmdb) {
-            Err(vec![LoadError::file(
-                path,
-                "not a MaxMind DB: no metadata marker in the last 128 KiB \
-                 (truncated or not an .mmdb file)",
-            )])
+        let gzip = match input.fill_buf() {
+            Ok(head) => head.starts_with(&GZIP_MAGIC),
+            Err(e) => return vec![LoadError::file(path, io_message(&e, "cannot read"))],
+        };
+        let result = if gzip {
+            let decoded = caps.capped(MultiGzDecoder::new(input), true);
+            let decoded = BufReader::with_capacity(READ_BUFFER, decoded);
+            self.add_stream(path, decoded, hint, caps, true)
         } else {
-            self.add_text(path, bytes, hint)
+            self.add_stream(path, input, hint, caps, false)
         };
         match result {
             Ok(()) if self.rows() == before => vec![LoadError::file(
@@ -162,37 +169,51 @@ impl Tables {
         }
     }
 
-    /// A gzip-compressed table: text is streamed; a MaxMind DB is decompressed whole.
-    fn add_gzip(
+    /// The (decompressed, capped) content of one file: a MaxMind DB or binary data is
+    /// read whole, text is streamed (see the module docs, "How the format is chosen").
+    fn add_stream(
         &mut self,
         path: &Path,
-        bytes: &[u8],
+        mut input: impl BufRead,
         hint: Option<Format>,
+        caps: &FileCaps,
+        compressed: bool,
     ) -> Result<(), Vec<LoadError>> {
-        let corrupt =
-            |e: std::io::Error| vec![LoadError::file(path, format!("bad gzip data: {e}"))];
-        let mut stream = BufReader::with_capacity(READ_BUFFER, MultiGzDecoder::new(bytes));
-        let binary = stream.fill_buf().map_err(corrupt)?.contains(&0);
+        let failed = |e: io::Error| {
+            let context = if compressed {
+                "bad gzip data"
+            } else {
+                "cannot read"
+            };
+            vec![LoadError::file(path, io_message(&e, context))]
+        };
+        let binary = input.fill_buf().map_err(failed)?.contains(&0);
         if !binary && hint != Some(Format::Mmdb) {
-            return self.add_text(path, stream, hint);
+            return self.add_text(path, input, hint, caps);
         }
+        // Held whole, but never more than max_file_bytes: `input` is capped.
         let mut whole = Vec::new();
-        stream.read_to_end(&mut whole).map_err(corrupt)?;
+        input.read_to_end(&mut whole).map_err(failed)?;
         if is_tar(&whole) {
             Err(vec![LoadError::file(path, TAR_MESSAGE)])
         } else if is_mmdb(&whole) {
-            self.add_mmdb(path, &whole)
+            self.add_mmdb(path, &whole, caps)
         } else if hint == Some(Format::Mmdb) {
-            Err(vec![LoadError::file(
-                path,
+            let message = if compressed {
                 "not a MaxMind DB: no metadata marker in the last 128 KiB of the \
-                 decompressed data",
-            )])
-        } else {
+                 decompressed data"
+            } else {
+                "not a MaxMind DB: no metadata marker in the last 128 KiB \
+                 (truncated or not an .mmdb file)"
+            };
+            Err(vec![LoadError::file(path, message)])
+        } else if compressed {
             Err(vec![LoadError::file(
                 path,
                 format!("{} (binary data)", unknown_format(hint)),
             )])
+        } else {
+            self.add_text(path, whole.as_slice(), hint, caps)
         }
     }
 
@@ -200,31 +221,23 @@ impl Tables {
     fn add_text(
         &mut self,
         path: &Path,
-        mut input: impl BufRead,
+        input: impl BufRead,
         hint: Option<Format>,
+        caps: &FileCaps,
     ) -> Result<(), Vec<LoadError>> {
         let mut errors = FileErrors::new(path);
         let mut format = None;
-        let mut buf = Vec::new();
-        let mut line_no: usize = 0;
-        loop {
-            buf.clear();
-            match input.read_until(b'\n', &mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    errors.file(format!("cannot read past line {line_no}: {e}"));
-                    break;
-                }
-            }
-            line_no = line_no.saturating_add(1);
-            let mut line = buf.as_slice();
-            if line_no == 1 {
-                line = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
-            }
+        let mut lines = caps.lines(input);
+        let mut entries: u64 = 0;
+        while let Some((line_no, line)) = lines.next_or_record(&mut errors) {
             let line = trim_line_end(line);
             if line.trim_ascii().is_empty() || line.trim_ascii_start().starts_with(b"#") {
                 continue;
+            }
+            entries = entries.saturating_add(1);
+            if caps.too_many(entries) {
+                errors.too_many(caps);
+                break;
             }
             let format = match format {
                 Some(format) => format,
@@ -251,15 +264,28 @@ impl Tables {
         errors.finish().map_err(|LoadErrors(errors)| errors)
     }
 
-    /// A MaxMind DB: every network with an `autonomous_system_number` becomes a row.
-    fn add_mmdb(&mut self, path: &Path, bytes: &[u8]) -> Result<(), Vec<LoadError>> {
+    /// A MaxMind DB: every network with an `autonomous_system_number` becomes a row, up
+    /// to `max_entries`.
+    fn add_mmdb(
+        &mut self,
+        path: &Path,
+        bytes: &[u8],
+        caps: &FileCaps,
+    ) -> Result<(), Vec<LoadError>> {
         let invalid = |e: MmdbError| vec![LoadError::file(path, e.to_string())];
         let db = MaxMindDb::open(bytes).map_err(invalid)?;
-        let walked = db
-            .for_each_network(&[MMDB_ASN_KEY], |net: IpNet, asn: u32| {
-                self.push(net.network(), net.broadcast(), asn)
-            })
-            .map_err(invalid)?;
+        let mut entries: u64 = 0;
+        let walked = db.for_each_network(&[MMDB_ASN_KEY], |net: IpNet, asn: u32| {
+            entries = entries.saturating_add(1);
+            if caps.too_many(entries) {
+                return Err(RowError::TooMany);
+            }
+            self.push(net.network(), net.broadcast(), asn)
+        });
+        if caps.too_many(entries) {
+            return Err(vec![LoadError::file(path, caps.too_many_message())]);
+        }
+        let walked = walked.map_err(invalid)?;
         if walked.networks > 0 && walked.with_field == 0 {
             return Err(vec![LoadError::file(
                 path,
@@ -448,6 +474,9 @@ enum RowError {
         /// The end.
         end: IpAddr,
     },
+    /// More rows than `max_entries` (stops a MaxMind DB walk; reported on its own).
+    #[error("more rows than max_entries")]
+    TooMany,
 }
 
 /// The first three fields of a row, split off the rest.

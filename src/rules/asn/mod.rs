@@ -41,9 +41,11 @@
 //! # Costs
 //!
 //! - Load: linear in the file size for parsing, then one [`IntervalMap::build`] per
-//!   family, `O(n log n)` for `n` rows. Text is streamed from the (compressed) file bytes;
-//!   only those bytes and the parsed rows are held while loading. A MaxMind DB is held
-//!   whole while its networks are walked.
+//!   family, `O(n log n)` for `n` rows. Text is streamed from the file, decompressed on
+//!   the way; only the parsed rows are held while loading. A MaxMind DB is held whole
+//!   while its networks are walked. Every file is read within the `[asn]` caps
+//!   ([`FileCaps`]: decompressed size, line length, rows per file), so a gzip bomb stops
+//!   at `max_file_bytes` of output.
 //! - Lookup: a bucket table, then a binary search within the bucket, `O(log s)` over
 //!   `s <= 2n` disjoint segments, no allocation (see [`IntervalMap`]).
 //! - Memory: 12 bytes per IPv4 segment, 36 bytes per IPv6 segment, plus a bucket table of
@@ -62,13 +64,14 @@ mod test_support;
 mod tests;
 
 use std::fmt;
+use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use super::interval::IntervalMap;
-use super::{quote, FileErrors, LoadError, LoadErrors};
+use super::{quote, FileCaps, FileErrors, LoadErrors};
 use crate::rules::settings::parse_asn;
 use formats::Tables;
 
@@ -93,7 +96,18 @@ pub struct AsnDb {
 }
 
 impl AsnDb {
-    /// Loads every database in `paths` and merges them into one table.
+    /// Loads every database in `paths` within the default caps; see
+    /// [`AsnDb::load_capped`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`AsnDb::load_capped`].
+    pub fn load(paths: &[PathBuf]) -> Result<AsnDb, LoadErrors> {
+        Self::load_capped(paths, &FileCaps::defaults("asn"))
+    }
+
+    /// Loads every database in `paths`, each streamed within `caps`, and merges them into
+    /// one table.
     ///
     /// Where ranges overlap, within a file or across files, the narrowest wins; between
     /// equally wide ranges the one from the earlier file (then the earlier row) wins. No
@@ -103,14 +117,16 @@ impl AsnDb {
     ///
     /// Every problem in every file: `file:line: message` for a bad row (at most
     /// [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE) per file, then one error counting the rest), `file: message`
-    /// for a file that cannot be read, is corrupt, is empty or has an unknown format.
-    pub fn load(paths: &[PathBuf]) -> Result<AsnDb, LoadErrors> {
+    /// for a file that cannot be read, is corrupt, is empty, has an unknown format, or is
+    /// over `max_file_bytes` (decompressed) or `max_entries`, and `file:line: line
+    /// longer than ...` for a line over `max_line_bytes`.
+    pub fn load_capped(paths: &[PathBuf], caps: &FileCaps) -> Result<AsnDb, LoadErrors> {
         let mut tables = Tables::default();
         let mut errors = Vec::new();
         for path in paths {
-            match std::fs::read(path) {
-                Ok(bytes) => errors.append(&mut tables.add_file(path, &bytes)),
-                Err(e) => errors.push(LoadError::file(path, format!("cannot read: {e}"))),
+            match caps.open(path) {
+                Ok(input) => errors.append(&mut tables.add_source(path, input, caps)),
+                Err(e) => errors.push(e),
             }
         }
         if errors.is_empty() {
@@ -121,15 +137,17 @@ impl AsnDb {
     }
 
     /// Compiles one database from its content, `bytes` (in any of the formats, plain or
-    /// gzip-compressed); `path` names it in errors and its extension serves as the format
-    /// hint. For tests and tools that hold a table in memory.
+    /// gzip-compressed), within the default caps; `path` names it in errors and its
+    /// extension serves as the format hint. For tests and tools that hold a table in
+    /// memory.
     ///
     /// # Errors
     ///
     /// As for [`AsnDb::load`].
     pub fn parse(path: &Path, bytes: &[u8]) -> Result<AsnDb, LoadErrors> {
+        let caps = FileCaps::defaults("asn");
         let mut tables = Tables::default();
-        let errors = tables.add_file(path, bytes);
+        let errors = tables.add_source(path, BufReader::new(caps.capped(bytes, false)), &caps);
         if errors.is_empty() {
             Ok(tables.build())
         } else {
@@ -196,7 +214,17 @@ pub struct AsnBlock {
 }
 
 impl AsnBlock {
-    /// The union of `inline` (the `[asn] block` setting) and the ASNs listed in `file`.
+    /// [`AsnBlock::load_capped`] within the default caps.
+    ///
+    /// # Errors
+    ///
+    /// As for [`AsnBlock::load_capped`].
+    pub fn load(inline: &[u32], file: Option<&Path>) -> Result<AsnBlock, LoadErrors> {
+        Self::load_capped(inline, file, &FileCaps::defaults("asn"))
+    }
+
+    /// The union of `inline` (the `[asn] block` setting) and the ASNs listed in `file`,
+    /// read within `caps`.
     ///
     /// The file holds one AS number per line, as `AS64496` or `64496`; `#` starts a
     /// comment, also after the number (`AS3223 # VOXILITY, RO`, with a space or a TAB
@@ -209,13 +237,16 @@ impl AsnBlock {
     /// # Errors
     ///
     /// `file: cannot read: ...`, or every bad line as `file:line: message` quoting the
-    /// text (at most [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE), then one error counting the rest).
-    pub fn load(inline: &[u32], file: Option<&Path>) -> Result<AsnBlock, LoadErrors> {
+    /// text (at most [`MAX_ERRORS_PER_FILE`](super::MAX_ERRORS_PER_FILE), then one error counting the rest); a file,
+    /// a line or an entry count over `caps`.
+    pub fn load_capped(
+        inline: &[u32],
+        file: Option<&Path>,
+        caps: &FileCaps,
+    ) -> Result<AsnBlock, LoadErrors> {
         let mut asns = inline.to_vec();
         if let Some(path) = file {
-            let bytes = std::fs::read(path)
-                .map_err(|e| LoadError::file(path, format!("cannot read: {e}")))?;
-            asns.extend(parse_block_file(path, &String::from_utf8_lossy(&bytes))?);
+            asns.extend(read_block_file(path, caps.open(path)?, caps)?);
         }
         asns.sort_unstable();
         asns.dedup();
@@ -250,12 +281,20 @@ impl AsnBlock {
     }
 }
 
-/// Parses the text of an ASN block file; see [`AsnBlock::load`].
-fn parse_block_file(path: &Path, text: &str) -> Result<Vec<u32>, LoadErrors> {
+/// Parses the lines of `input`, the ASN block file at `path`, within `caps`; see
+/// [`AsnBlock::load_capped`].
+fn read_block_file(
+    path: &Path,
+    input: impl BufRead,
+    caps: &FileCaps,
+) -> Result<Vec<u32>, LoadErrors> {
     let mut asns = Vec::new();
     let mut errors = FileErrors::new(path);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (line_no, line) in (1usize..).zip(text.lines()) {
+    let mut lines = caps.lines(input);
+    let mut entries: u64 = 0;
+    while let Some((line_no, line)) = lines.next_or_record(&mut errors) {
+        let text = String::from_utf8_lossy(line);
+        let line: &str = &text;
         let entry = match line.find('#') {
             Some(at) => line.get(..at).unwrap_or(line),
             None => line,
@@ -263,6 +302,11 @@ fn parse_block_file(path: &Path, text: &str) -> Result<Vec<u32>, LoadErrors> {
         .trim();
         if entry.is_empty() {
             continue;
+        }
+        entries = entries.saturating_add(1);
+        if caps.too_many(entries) {
+            errors.too_many(caps);
+            break;
         }
         match parse_asn(entry) {
             Some(asn) => asns.push(asn),

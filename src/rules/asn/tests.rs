@@ -149,7 +149,8 @@ fn debug_shows_sizes_only() {
 // ---- Block files --------------------------------------------------------------------
 
 fn block_errors(text: &str) -> Vec<String> {
-    let err = parse_block_file(Path::new("asn-block.txt"), text).unwrap_err();
+    let caps = FileCaps::defaults("asn");
+    let err = read_block_file(Path::new("asn-block.txt"), text.as_bytes(), &caps).unwrap_err();
     err.0.iter().map(ToString::to_string).collect()
 }
 
@@ -427,7 +428,8 @@ proptest! {
             let text: String =
                 rows.iter().map(|r| if *csv { r.csv() } else { r.tsv() }).collect();
             let name = format!("file{i}.{}", if *csv { "csv" } else { "tsv" });
-            let errs = tables.add_file(Path::new(&name), text.as_bytes());
+            let caps = FileCaps::defaults("asn");
+            let errs = tables.add_source(Path::new(&name), text.as_bytes(), &caps);
             prop_assert!(errs.is_empty(), "{:?}", errs);
             all.extend(rows.iter().cloned());
         }
@@ -440,6 +442,7 @@ proptest! {
 
     #[test]
     fn block_files_never_panic(text in "[0-9ASas#\t \r\n;x-]{0,200}") {
-        let _ = parse_block_file(Path::new("fuzz.txt"), &text);
+        let caps = FileCaps::defaults("asn");
+        let _ = read_block_file(Path::new("fuzz.txt"), text.as_bytes(), &caps);
     }
 }

@@ -68,7 +68,7 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::settings::{UaSource, UserAgentSpec};
-use super::{LoadError, LoadErrors};
+use super::{FileCaps, LoadError, LoadErrors};
 use crate::decision::RuleAction;
 use matcher::UaMatcher;
 use patterns::{quote, Pattern};
@@ -218,9 +218,9 @@ impl UaRule {
                 Origin::Pattern(pattern)
             }
             UaSource::File(path) => {
-                let text = std::fs::read(&path)
-                    .map_err(|e| LoadError::file(&path, format!("cannot read: {e}")))?;
-                let count = Pattern::read_file(index, &path, &text, flags, patterns)?;
+                let caps = FileCaps::USER_AGENT_FILES;
+                let input = caps.open(&path)?;
+                let count = Pattern::read_file(index, &path, input, &caps, flags, patterns)?;
                 let file = match path.file_name() {
                     Some(name) => name.to_string_lossy().into_owned(),
                     None => path.display().to_string(),

@@ -22,6 +22,9 @@
 //!   `file:line: invalid pattern "...": <reason>` error; loading carries on so that
 //!   `spoa-guard check` reports every bad line (up to
 //!   [`MAX_ERRORS_PER_FILE`](crate::rules::MAX_ERRORS_PER_FILE) per file).
+//! - A file is read line by line within fixed caps,
+//!   [`FileCaps::USER_AGENT_FILES`](crate::rules::FileCaps::USER_AGENT_FILES): a file,
+//!   a line or a pattern count over them is an error and the rule is not loaded.
 //!
 //! The real lists load unchanged. Mitchell Krog's `bad-user-agents.list` (699 PCRE
 //! fragments) writes spaces as `\ ` and dots as `\.`. Rust's `regex` accepts both (it
@@ -47,13 +50,14 @@
 //!   which both validates it with an exact line number and keeps each pattern's flags
 //!   (`(?i)`, `(?x)` comments) inside it when the patterns are compiled together.
 
+use std::io::BufRead;
 use std::path::Path;
 
 use regex_syntax::hir::Hir;
 use regex_syntax::ParserBuilder;
 
 use super::Flags;
-use crate::rules::{FileErrors, LoadErrors, QUOTE_CHARS};
+use crate::rules::{FileCaps, FileErrors, LoadErrors, QUOTE_CHARS};
 
 /// One pattern of one rule, read but not yet compiled.
 #[derive(Debug, Clone)]
@@ -163,28 +167,35 @@ impl Pattern {
         })
     }
 
-    /// Reads the text of the pattern file at `path` (used in errors) for rule `rule`,
-    /// appending its patterns to `out`; returns how many there were.
+    /// Reads the lines of `input`, the pattern file at `path` (used in errors), within
+    /// `caps` for rule `rule`, appending its patterns to `out`; returns how many there
+    /// were.
     ///
     /// # Errors
     ///
-    /// Every bad line as `file:line: invalid pattern "...": reason`.
+    /// Every bad line as `file:line: invalid pattern "...": reason`; a file, a line or a
+    /// pattern count over `caps`.
     pub(super) fn read_file(
         rule: u32,
         path: &Path,
-        text: &[u8],
+        input: impl BufRead,
+        caps: &FileCaps,
         flags: Flags,
         out: &mut Vec<Pattern>,
     ) -> Result<usize, LoadErrors> {
-        let text = text.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(text);
         let mut patterns: usize = 0;
         let mut errors = FileErrors::new(path);
-        for (line_no, line) in (1usize..).zip(text.split(|&b| b == b'\n')) {
+        let mut lines = caps.lines(input);
+        while let Some((line_no, line)) = lines.next_or_record(&mut errors) {
             let line = trim_line(line, !flags.literal);
             if line.is_empty() || line.starts_with(b"#") {
                 continue;
             }
             patterns = patterns.saturating_add(1);
+            if caps.too_many(u64::try_from(patterns).unwrap_or(u64::MAX)) {
+                errors.too_many(caps);
+                break;
+            }
             let read = match std::str::from_utf8(line) {
                 Err(_) => Err((
                     String::from_utf8_lossy(line).into_owned(),
@@ -413,10 +424,15 @@ mod tests {
             ignore_case: false,
             literal: true,
         };
-        assert!(
-            Pattern::read_file(0, Path::new("x"), b"a(b\n[z-a]\n", literal, &mut Vec::new())
-                .is_ok()
-        );
+        assert!(Pattern::read_file(
+            0,
+            Path::new("x"),
+            &b"a(b\n[z-a]\n"[..],
+            &FileCaps::USER_AGENT_FILES,
+            literal,
+            &mut Vec::new()
+        )
+        .is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::patterns::Pattern;
 use super::{Flags, Origin, UaRule, UaRules};
 use crate::decision::{RuleAction, RuleName};
 use crate::rules::settings::{UaSource, UserAgentSpec};
+use crate::rules::FileCaps;
 
 /// The rule settings the tests build.
 pub(super) type UserAgentRule = UserAgentSpec;
@@ -72,6 +73,7 @@ pub(super) fn file_rule(text: &str, ignore_case: bool, literal: bool) -> UaRules
         0,
         Path::new("lists/ua.list"),
         text.as_bytes(),
+        &FileCaps::USER_AGENT_FILES,
         flags,
         &mut patterns,
     )
@@ -93,8 +95,16 @@ pub(super) fn file_rule(text: &str, ignore_case: bool, literal: bool) -> UaRules
 
 /// The `file:line: message` lines `check` would print for a pattern file.
 pub(super) fn file_errors(text: &[u8], flags: Flags) -> Vec<String> {
-    let err = Pattern::read_file(0, Path::new("lists/bad.list"), text, flags, &mut Vec::new())
-        .unwrap_err();
+    let caps = FileCaps::USER_AGENT_FILES;
+    let err = Pattern::read_file(
+        0,
+        Path::new("lists/bad.list"),
+        text,
+        &caps,
+        flags,
+        &mut Vec::new(),
+    )
+    .unwrap_err();
     err.0.iter().map(ToString::to_string).collect()
 }
 

@@ -7,9 +7,10 @@ use std::task::{Context, Poll};
 use super::*;
 use crate::agent::Agent;
 use crate::engine::Engine;
-use crate::server::{Admission, ServerSettings};
+use crate::server::ServerSettings;
 use crate::spop::client::Client;
 use crate::spop::{Arg, Message, TypedData};
+use crate::util::slots::Slots;
 use std::sync::atomic::AtomicU64;
 use tokio::io::{DuplexStream, ReadBuf};
 
@@ -22,7 +23,7 @@ fn service(server_toml: &str) -> Arc<Service> {
 
 /// A slot of its own, among plenty.
 fn slot() -> Slot {
-    Admission::new(16).admit().unwrap().slot
+    Slots::new(16).admit(Some(0)).unwrap().slot
 }
 
 fn notify(stream_id: u64) -> Frame {
@@ -263,9 +264,9 @@ async fn a_peer_that_does_not_read_its_acks_is_dropped() {
 #[tokio::test(start_paused = true)]
 async fn a_connection_without_hello_yields_its_slot_and_hears_why() {
     let shared = service("");
-    let admission = Admission::new(1);
+    let admission = Slots::new(1);
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
-    let first = admission.admit().unwrap();
+    let first = admission.admit(Some(0)).unwrap();
     let session = tokio::spawn(serve_stream(
         server_io,
         "test".into(),
@@ -274,7 +275,7 @@ async fn a_connection_without_hello_yields_its_slot_and_hears_why() {
         first.slot,
     ));
     tokio::task::yield_now().await;
-    let second = admission.admit().unwrap();
+    let second = admission.admit(Some(0)).unwrap();
     assert!(second.evicted_another);
     assert_eq!(disconnect_status(client_io).await, Status::RESOURCE);
     session.await.unwrap();
@@ -285,9 +286,9 @@ async fn a_connection_without_hello_yields_its_slot_and_hears_why() {
 #[tokio::test(start_paused = true)]
 async fn a_connection_past_its_hello_keeps_its_slot() {
     let shared = service("");
-    let admission = Admission::new(1);
+    let admission = Slots::new(1);
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
-    let first = admission.admit().unwrap();
+    let first = admission.admit(Some(0)).unwrap();
     let session = tokio::spawn(serve_stream(
         server_io,
         "test".into(),
@@ -296,10 +297,10 @@ async fn a_connection_past_its_hello_keeps_its_slot() {
         first.slot,
     ));
     let mut client = Client::handshake(client_io, 16380).await.unwrap();
-    assert!(admission.admit().is_none());
+    assert!(admission.admit(Some(0)).is_none());
     client.send(notify(1)).await.unwrap();
     assert!(client.recv().await.unwrap().is_some());
     drop(client);
     session.await.unwrap();
-    assert!(admission.admit().is_some());
+    assert!(admission.admit(Some(0)).is_some());
 }

@@ -468,6 +468,23 @@ mod mmdb {
     }
 
     #[test]
+    fn networks_count_against_max_entries() {
+        // 11 networks with an AS number (see above): 11 load, 10 do not.
+        let bytes = write(false, NETS);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("GeoLite2-ASN.mmdb");
+        std::fs::write(&path, &bytes).unwrap();
+        let caps = |entries| FileCaps::new("asn", 1 << 20, 1024, entries);
+        let db = AsnDb::load_capped(std::slice::from_ref(&path), &caps(11)).unwrap();
+        assert_eq!(db.rows(), 11);
+        let err = AsnDb::load_capped(std::slice::from_ref(&path), &caps(10)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("{}: more than 10 entries (asn.max_entries)", path.display())
+        );
+    }
+
+    #[test]
     fn wrongly_typed_asn_is_an_error() {
         #[derive(Serialize)]
         struct Stringly {
