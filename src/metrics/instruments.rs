@@ -259,6 +259,10 @@ mod tests {
         dense::<crate::metrics::BanChange>();
         dense::<crate::metrics::AdminRoute>();
         dense::<crate::metrics::AdminResult>();
+        dense::<crate::metrics::FleetError>();
+        dense::<crate::metrics::ConnectionDrop>();
+        dense::<crate::metrics::OpsListener>();
+        dense::<crate::metrics::OpsDrop>();
     }
 
     #[test]

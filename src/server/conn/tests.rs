@@ -21,6 +21,20 @@ fn service(server_toml: &str) -> Arc<Service> {
     Arc::new(Service::new(Arc::new(agent), &settings))
 }
 
+/// Runs a session over `io` with `shared`, holding `slot`.
+fn session<S>(io: S, shared: Arc<Service>, slot: Slot) -> tokio::task::JoinHandle<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(serve_stream(
+        io,
+        "test".into(),
+        shared,
+        CancellationToken::new(),
+        slot,
+    ))
+}
+
 /// A slot of its own, among plenty.
 fn slot() -> Slot {
     Slots::new(16).admit(Some(0)).unwrap().slot
@@ -79,13 +93,7 @@ async fn acks_of_pipelined_notifies_go_out_in_one_write() {
         inner: server_io,
         writes: writes.clone(),
     };
-    let session = tokio::spawn(serve_stream(
-        server,
-        "test".into(),
-        shared.clone(),
-        CancellationToken::new(),
-        slot(),
-    ));
+    let session = session(server, shared.clone(), slot());
     let mut client = Client::handshake(client_io, 16380).await.unwrap();
     let after_hello = writes.load(Ordering::Relaxed);
     for i in 0..50 {
@@ -106,13 +114,7 @@ async fn acks_of_pipelined_notifies_go_out_in_one_write() {
 async fn idle_connections_get_disconnect_status_2() {
     let shared = service("idle_timeout_secs = 30\n");
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
-    let session = tokio::spawn(serve_stream(
-        server_io,
-        "test".into(),
-        shared,
-        CancellationToken::new(),
-        slot(),
-    ));
+    let session = session(server_io, shared, slot());
     let mut client = Client::handshake(client_io, 16380).await.unwrap();
     let started = tokio::time::Instant::now();
     let frame = client.recv().await.unwrap();
@@ -148,6 +150,21 @@ async fn disconnect_status<T: AsyncRead + Unpin>(io: T) -> Status {
     panic!("no DISCONNECT");
 }
 
+/// Writes `bytes` one at a time, `every` apart, until done or the peer is gone.
+fn trickle<W>(mut io: W, bytes: Vec<u8>, every: Duration) -> tokio::task::JoinHandle<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        for byte in bytes {
+            if io.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 fn dropped(service: &Service, why: ConnectionDrop) -> u64 {
     service.agent.metrics.connections_dropped.of(why).get()
 }
@@ -156,13 +173,7 @@ fn dropped(service: &Service, why: ConnectionDrop) -> u64 {
 async fn a_silent_peer_is_dropped_at_the_hello_deadline_not_the_idle_timeout() {
     let shared = service("idle_timeout_secs = 300\nhello_timeout_secs = 5\n");
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
-    let session = tokio::spawn(serve_stream(
-        server_io,
-        "test".into(),
-        shared.clone(),
-        CancellationToken::new(),
-        slot(),
-    ));
+    let session = session(server_io, shared.clone(), slot());
     let started = tokio::time::Instant::now();
     assert_eq!(disconnect_status(client_io).await, Status::TIMEOUT);
     assert_eq!(started.elapsed(), Duration::from_secs(5));
@@ -175,23 +186,10 @@ async fn a_silent_peer_is_dropped_at_the_hello_deadline_not_the_idle_timeout() {
 async fn a_hello_sent_one_byte_a_second_does_not_hold_the_slot() {
     let shared = service("hello_timeout_secs = 5\n");
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
-    let session = tokio::spawn(serve_stream(
-        server_io,
-        "test".into(),
-        shared.clone(),
-        CancellationToken::new(),
-        slot(),
-    ));
-    let (read_half, mut write_half) = tokio::io::split(client_io);
+    let session = session(server_io, shared.clone(), slot());
+    let (read_half, write_half) = tokio::io::split(client_io);
     let hello = encoded(crate::spop::hello::haproxy_hello(16380, false));
-    let trickle = tokio::spawn(async move {
-        for byte in hello {
-            if write_half.write_all(&[byte]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    });
+    let trickle = trickle(write_half, hello, Duration::from_secs(1));
     let started = tokio::time::Instant::now();
     assert_eq!(disconnect_status(read_half).await, Status::TIMEOUT);
     assert!(started.elapsed() <= Duration::from_secs(6));
@@ -204,25 +202,12 @@ async fn a_hello_sent_one_byte_a_second_does_not_hold_the_slot() {
 async fn only_complete_frames_push_the_idle_timeout_back() {
     let shared = service("idle_timeout_secs = 10\n");
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
-    let session = tokio::spawn(serve_stream(
-        server_io,
-        "test".into(),
-        shared.clone(),
-        CancellationToken::new(),
-        slot(),
-    ));
+    let session = session(server_io, shared.clone(), slot());
     let client = Client::handshake(client_io, 16380).await.unwrap();
-    let (read_half, mut write_half) = tokio::io::split(client.into_inner().into_inner());
+    let (read_half, write_half) = tokio::io::split(client.into_inner().into_inner());
     // A NOTIFY, one byte every 2 s: 20 s for 10 bytes, never complete in time.
     let notify = encoded(notify(1));
-    let trickle = tokio::spawn(async move {
-        for byte in notify {
-            if write_half.write_all(&[byte]).await.is_err() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        }
-    });
+    let trickle = trickle(write_half, notify, Duration::from_secs(2));
     let started = tokio::time::Instant::now();
     assert_eq!(disconnect_status(read_half).await, Status::TIMEOUT);
     assert!(started.elapsed() <= Duration::from_secs(10));
@@ -236,13 +221,7 @@ async fn a_peer_that_does_not_read_its_acks_is_dropped() {
     let shared = service("write_timeout_secs = 3\n");
     // Small pipe: the ACKs fill it as soon as the peer stops reading.
     let (client_io, server_io) = tokio::io::duplex(4096);
-    let session = tokio::spawn(serve_stream(
-        server_io,
-        "test".into(),
-        shared.clone(),
-        CancellationToken::new(),
-        slot(),
-    ));
+    let session = session(server_io, shared.clone(), slot());
     let client = Client::handshake(client_io, 16380).await.unwrap();
     let (_unread, mut write_half) = tokio::io::split(client.into_inner().into_inner());
     let flood = tokio::spawn(async move {
@@ -267,13 +246,7 @@ async fn a_connection_without_hello_yields_its_slot_and_hears_why() {
     let admission = Slots::new(1);
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
     let first = admission.admit(Some(0)).unwrap();
-    let session = tokio::spawn(serve_stream(
-        server_io,
-        "test".into(),
-        shared.clone(),
-        CancellationToken::new(),
-        first.slot,
-    ));
+    let session = session(server_io, shared.clone(), first.slot);
     tokio::task::yield_now().await;
     let second = admission.admit(Some(0)).unwrap();
     assert!(second.evicted_another);
@@ -289,13 +262,7 @@ async fn a_connection_past_its_hello_keeps_its_slot() {
     let admission = Slots::new(1);
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
     let first = admission.admit(Some(0)).unwrap();
-    let session = tokio::spawn(serve_stream(
-        server_io,
-        "test".into(),
-        shared.clone(),
-        CancellationToken::new(),
-        first.slot,
-    ));
+    let session = session(server_io, shared.clone(), first.slot);
     let mut client = Client::handshake(client_io, 16380).await.unwrap();
     assert!(admission.admit(Some(0)).is_none());
     client.send(notify(1)).await.unwrap();
