@@ -484,9 +484,14 @@ async fn handle_signals(force_reload: Arc<Notify>, shutdown: CancellationToken) 
 
 /// Sets up logging on stderr from `[log]` (`RUST_LOG` wins when set).
 pub fn init_tracing(log: &LogSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = from_env
+        .as_deref()
+        .and_then(|v| crate::config::log_filter(v).ok())
+        .or_else(|| crate::config::log_filter(&log.level).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

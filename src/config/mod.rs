@@ -33,7 +33,7 @@ mod startup;
 
 pub use env::{COMMA_LISTS, ENV_PREFIX};
 pub use error::{ConfigError, ConfigErrors, Origin};
-pub use startup::{LogFormat, LogSettings, ReloadSettings, Startup};
+pub use startup::{log_filter, LogFormat, LogSettings, ReloadSettings, Startup};
 
 use std::path::{Path, PathBuf};
 

@@ -99,6 +99,10 @@ enum LevelError {
     /// A bare word that is not a level.
     #[error("{0:?} is not one of off, error, warn, info, debug, trace")]
     NotALevel(String),
+    /// Not ASCII: target names and levels are, and `tracing`'s directive parser panics
+    /// on some non-ASCII text (tokio-rs/tracing#3297), so it is refused before.
+    #[error("{0:?}: only ASCII characters (targets and levels are ASCII)")]
+    NotAscii(String),
     /// A filter directive `tracing` refuses.
     #[error("{level:?}: {source}")]
     Directive {
@@ -116,12 +120,27 @@ fn check_log_level(level: &str) -> Result<(), LevelError> {
     if !is_directive && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
         return Err(LevelError::NotALevel(level.to_string()));
     }
-    tracing_subscriber::EnvFilter::try_new(level)
-        .map(drop)
-        .map_err(|source| LevelError::Directive {
-            level: level.to_string(),
-            source,
-        })
+    filter(level).map(drop)
+}
+
+/// The `tracing` filter of `directives` (`[log] level` or `RUST_LOG`), refusing what its
+/// parser would panic on.
+///
+/// # Errors
+///
+/// Non-ASCII text, or a directive `tracing` refuses: why, in one line.
+pub fn log_filter(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    filter(directives).map_err(|e| e.to_string())
+}
+
+fn filter(directives: &str) -> Result<tracing_subscriber::EnvFilter, LevelError> {
+    if !directives.is_ascii() {
+        return Err(LevelError::NotAscii(directives.to_string()));
+    }
+    tracing_subscriber::EnvFilter::try_new(directives).map_err(|source| LevelError::Directive {
+        level: directives.to_string(),
+        source,
+    })
 }
 
 /// `[reload]`.

@@ -414,3 +414,16 @@ fn rule_file_caps_are_read_overridden_and_checked() {
         ]
     );
 }
+
+#[test]
+fn a_log_level_tracing_would_panic_on_is_refused() {
+    // Found by the `config` fuzz target: tracing-subscriber 0.3's directive parser
+    // slices inside a multi-byte character (tokio-rs/tracing#3297).
+    for level in [" Aé[", "warn,é=debug", "spoa_guard=débug"] {
+        let text = format!("[log]\nlevel = \"{level}\"\n");
+        let err = validate(&text).unwrap_err().to_string();
+        assert!(err.contains("only ASCII"), "{level}: {err}");
+    }
+    assert!(crate::config::log_filter(" A\u{e9}[").is_err());
+    assert!(crate::config::log_filter("spoa_guard=debug,info").is_ok());
+}
