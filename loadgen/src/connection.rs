@@ -30,6 +30,8 @@ pub(crate) struct Plan {
     measure_from: Instant,
     /// No request is intended at or after this.
     end: Instant,
+    /// `--check-verdicts`.
+    check_verdicts: bool,
 }
 
 impl Plan {
@@ -48,6 +50,7 @@ impl Plan {
             start,
             measure_from,
             end: measure_from + opts.duration,
+            check_verdicts: opts.check_verdicts,
         }
     }
 }
@@ -61,6 +64,8 @@ struct InFlight {
     intended: Instant,
     /// When it was sent: the timeout runs from here.
     sent: Instant,
+    /// Its source came from the deny sources (`--check-verdicts`: it must be denied).
+    expect_deny: bool,
 }
 
 /// The NOTIFYs in flight on one connection, by stream-id.
@@ -224,7 +229,7 @@ impl Task {
                 None => break,
             };
             self.stream_id += 1;
-            let message = self.mix.message(&mut self.rng);
+            let (message, expect_deny) = self.mix.message(&mut self.rng);
             let frame = Frame::new(self.stream_id, 1, Payload::Notify(vec![message]));
             if let Err(err) = client.feed(frame).await {
                 return Err(Ended::Failed {
@@ -237,6 +242,7 @@ impl Task {
                 InFlight {
                     intended,
                     sent: now,
+                    expect_deny,
                 },
             );
             self.stats.sent += 1;
@@ -301,8 +307,12 @@ fn answer(frame: Frame, inflight: &mut Pipeline, stats: &mut Stats, plan: &Plan)
             stats.replies += 1;
             match (frame.frame_id, inflight.remove(&frame.stream_id)) {
                 (1, Some(f)) => {
+                    let verdict = verdict(&actions);
+                    if plan.check_verdicts {
+                        stats.check(f.expect_deny, &verdict);
+                    }
                     if f.intended >= plan.measure_from {
-                        stats.ack(now - f.intended, now - f.sent, verdict(&actions));
+                        stats.ack(now - f.intended, now - f.sent, verdict);
                     }
                 }
                 _ => stats.late_acks += 1,

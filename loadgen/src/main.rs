@@ -136,6 +136,12 @@ struct Opts {
     /// Share of requests drawn from --deny-sources (0..=1).
     #[arg(long, default_value_t = 0.0)]
     deny_share: f64,
+    /// Check every ACK (warm-up included): a request drawn from --deny-sources must be
+    /// answered `action` deny, every other one allow; mismatches are reported as wrong
+    /// verdicts and fail the run. For rule sets made so that this holds (fault suites,
+    /// reloads under load).
+    #[arg(long)]
+    check_verdicts: bool,
     /// The host argument.
     #[arg(long, default_value = "www.example.com")]
     host: String,
@@ -357,6 +363,66 @@ mod tests {
         assert!((0.15..0.35).contains(&share), "{decisions:?}");
         assert!(decisions.contains_key("allow/none"), "{decisions:?}");
         assert!(report.json(&opts)["latency_us"]["p99"].as_u64().unwrap() > 0);
+        shutdown.cancel();
+    }
+
+    /// `--check-verdicts` against a real agent blocking 203.0.113.0/24: with that range as
+    /// the deny sources every ACK is right; with a range it does not block, the denied
+    /// share is wrong and the run fails, naming the first mismatch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verdicts_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, shutdown) = agent(dir.path()).await;
+        let addr = addr.to_string();
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let allowed = file("allowed.txt", "198.51.100.0/24\n");
+        for (deny, wrong) in [("203.0.113.0/24\n", false), ("192.0.2.0/24\n", true)] {
+            let deny = file("deny.txt", deny);
+            let (opts, report) = run_with(&[
+                "--agent",
+                &addr,
+                "--connections",
+                "2",
+                "--pipeline",
+                "4",
+                "--duration",
+                "300ms",
+                "--warmup",
+                "100ms",
+                "--sources",
+                &allowed,
+                "--deny-sources",
+                &deny,
+                "--deny-share",
+                "0.5",
+                "--check-verdicts",
+            ])
+            .await;
+            let s = &report.stats;
+            assert!(s.checked >= s.acks && s.acks > 50, "{}", report.text(&opts));
+            let failure = report.failure(&opts);
+            if wrong {
+                assert!(s.wrong_verdicts > 10, "{}", report.text(&opts));
+                assert!(
+                    failure
+                        .as_deref()
+                        .is_some_and(|f| f.contains("wrong verdict")
+                            && f.ends_with("(first: expected deny, got allow/none)")),
+                    "{failure:?}"
+                );
+            } else {
+                assert_eq!(
+                    (s.wrong_verdicts, failure),
+                    (0, None),
+                    "{}",
+                    report.text(&opts)
+                );
+            }
+        }
         shutdown.cancel();
     }
 

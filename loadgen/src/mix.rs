@@ -119,11 +119,14 @@ impl Mix {
         })
     }
 
-    /// The next message to send.
-    pub(crate) fn message(&self, rng: &mut Rng) -> Message {
+    /// The next message to send, and whether its source was drawn from the deny
+    /// sources (the agent should deny it).
+    pub(crate) fn message(&self, rng: &mut Rng) -> (Message, bool) {
         let mut args = Vec::with_capacity(5 + self.extra.len());
+        let mut from_deny = false;
         if self.default_args {
-            let src = if !self.deny.is_empty() && rng.random::<f64>() < self.deny_share {
+            from_deny = !self.deny.is_empty() && rng.random::<f64>() < self.deny_share;
+            let src = if from_deny {
                 addr_in(pick(&self.deny, rng), rng)
             } else if !self.sources.is_empty() {
                 addr_in(pick(&self.sources, rng), rng)
@@ -152,10 +155,11 @@ impl Mix {
             args.push(arg("ua", TypedData::String(ua)));
         }
         args.extend(self.extra.iter().cloned());
-        Message {
+        let message = Message {
             name: self.name.clone(),
             args,
-        }
+        };
+        (message, from_deny)
     }
 }
 
@@ -386,7 +390,7 @@ mod tests {
         let mix = Mix::load(&opts(extra)).unwrap();
         let mut rng = Rng::seed_from_u64(11);
         (0..n)
-            .map(|_| match mix.message(&mut rng).args[0].value {
+            .map(|_| match mix.message(&mut rng).0.args[0].value {
                 TypedData::Ipv4(a) => IpAddr::V4(a),
                 TypedData::Ipv6(a) => IpAddr::V6(a),
                 ref other => panic!("src is {other:?}"),

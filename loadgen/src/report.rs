@@ -52,7 +52,15 @@ pub(crate) struct Stats {
     pub(crate) dry_run_hits: u64,
     /// The same by the rule the ACK named.
     pub(crate) dry_run_rules: HashMap<Bytes, u64>,
+    /// `--check-verdicts`: ACKs checked (warm-up included), and those whose action was
+    /// not the one expected, with the first few described.
+    pub(crate) checked: u64,
+    pub(crate) wrong_verdicts: u64,
+    pub(crate) wrong_examples: Vec<String>,
 }
+
+/// How many wrong verdicts a report describes.
+const WRONG_EXAMPLES: usize = 5;
 
 impl Stats {
     /// Nothing counted yet.
@@ -75,6 +83,31 @@ impl Stats {
             decisions: HashMap::new(),
             dry_run_hits: 0,
             dry_run_rules: HashMap::new(),
+            checked: 0,
+            wrong_verdicts: 0,
+            wrong_examples: Vec::new(),
+        }
+    }
+
+    /// Checks one ACK's action against the expected one (`--check-verdicts`).
+    pub(crate) fn check(&mut self, expect_deny: bool, verdict: &Verdict) {
+        self.checked += 1;
+        let action = verdict.decision.0.as_deref();
+        let expected: &[u8] = if expect_deny { b"deny" } else { b"allow" };
+        if action != Some(expected) {
+            self.wrong_verdicts += 1;
+            if self.wrong_examples.len() < WRONG_EXAMPLES {
+                let shown = |v: &Option<Bytes>| {
+                    v.as_ref()
+                        .map_or("-".to_owned(), |b| String::from_utf8_lossy(b).into_owned())
+                };
+                self.wrong_examples.push(format!(
+                    "expected {}, got {}/{}",
+                    String::from_utf8_lossy(expected),
+                    shown(&verdict.decision.0),
+                    shown(&verdict.decision.1)
+                ));
+            }
         }
     }
 
@@ -125,6 +158,11 @@ impl Stats {
         for (k, v) in other.dry_run_rules {
             *self.dry_run_rules.entry(k).or_default() += v;
         }
+        self.checked += other.checked;
+        self.wrong_verdicts += other.wrong_verdicts;
+        let room = WRONG_EXAMPLES.saturating_sub(self.wrong_examples.len());
+        self.wrong_examples
+            .extend(other.wrong_examples.into_iter().take(room));
     }
 
     /// The most frequent error whose description starts with `prefix`, without it.
@@ -220,6 +258,14 @@ impl Report {
                 s.timeouts
             ));
         }
+        if s.wrong_verdicts > 0 {
+            return Some(format!(
+                "{} of {} ACKs had the wrong verdict (first: {})",
+                s.wrong_verdicts,
+                s.checked,
+                s.wrong_examples.first().map_or("-", String::as_str)
+            ));
+        }
         None
     }
 
@@ -282,6 +328,16 @@ impl Report {
         for (rule, n) in self.dry_run_rules() {
             let _ = writeln!(out, "            {n:>8}  {:5.1} %  {rule}", share(n));
         }
+        if opts.check_verdicts {
+            let _ = writeln!(
+                out,
+                "verdicts    {} checked, {} wrong",
+                s.checked, s.wrong_verdicts
+            );
+            for example in &s.wrong_examples {
+                let _ = writeln!(out, "            {example}");
+            }
+        }
         out
     }
 
@@ -325,6 +381,9 @@ impl Report {
             "decisions": decisions,
             "dry_run_hits": s.dry_run_hits,
             "dry_run_rules": dry_run_rules,
+            "checked": opts.check_verdicts.then_some(s.checked),
+            "wrong_verdicts": opts.check_verdicts.then_some(s.wrong_verdicts),
+            "wrong_examples": s.wrong_examples,
         })
     }
 }

@@ -61,6 +61,18 @@ fn limits(encoder: &mut DescriptorEncoder<'_>, engine: &Engine) -> Encoded {
         ConstGauge::new(clamp(limit.key_count()))
             .encode(keys.encode_family(&[("limit", name.as_ref())])?)?;
     }
+    let mut capacity = encoder.encode_descriptor(
+        "ratelimit_max_keys",
+        "Keys each rate limit can track exactly (its max_keys); beyond them, new keys are \
+         limited approximately.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for limit in engine.limits().iter() {
+        let name = String::from_utf8_lossy(limit.name());
+        ConstGauge::new(clamp(limit.spec().max_keys()))
+            .encode(capacity.encode_family(&[("limit", name.as_ref())])?)?;
+    }
     let mut approximate = encoder.encode_descriptor(
         "ratelimit_approximate",
         "Requests whose key did not fit in their limit's max_keys, limited approximately (a \
