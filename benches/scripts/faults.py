@@ -23,6 +23,9 @@ FIXTURES is tests/fixtures (the captured HAProxy frames). Faults, in order:
                      blocked range denied, all others allowed) while the block list is
                      rewritten and reloaded back to back, one rewrite in five broken; no
                      wrong verdict, no timeout, no lost request, broken reloads refused
+  memory-after-reloads  RELOADS (50) reloads of a 1M-entry list under load, each
+                     different in every entry: RSS 12 s after them at most twice the RSS
+                     before
 
 Exit status 0 when every fault passes, 1 otherwise. Needs only the standard library.
 """
@@ -43,6 +46,7 @@ import urllib.request
 CAP = 200  # the agent's max_connections
 HELLO_TIMEOUT = 2  # [server] hello_timeout_secs
 WRITE_TIMEOUT = 2  # [server] write_timeout_secs
+SETTLE = 12  # seconds for freed memory to go back (jemalloc's decay: 10 s)
 SLOW = 150  # slowloris sockets per HTTP listener (the listener holds 64)
 BLOCKED = "203.0.113."  # the range every block list holds: its sources must be denied
 ALLOWED = "198.51.100.0/24"  # never in a block list: its sources must be allowed
@@ -421,6 +425,60 @@ def fault_reload_under_load(agent, ctx):
                 f"{checked} ACKs checked, {wrong} wrong, {bad} timed out/lost/unsent")
 
 
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def fault_memory_after_reloads(agent, ctx):
+    """RELOADS reloads of a 1M-entry list under 4,000 NOTIFY/s, each list different
+    in every entry: settled RSS after them within 2x of the settled RSS before (jemalloc's
+    purge: 10 s)."""
+    rng = random.Random(11)
+    lists = []
+    for k in range(2):
+        path = os.path.join(agent.work, f"big-{k}.txt")
+        with open(path, "w") as f:
+            for _ in range(1_000_000):
+                a = rng.getrandbits(32)
+                if a >> 24 not in (0, 10, 127, 198, 203):
+                    f.write(f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}/{rng.randint(24, 32)}\n")
+        lists.append(path)
+
+    def reload(path):
+        with open(path) as src, open(agent.list + ".new", "w") as dst:
+            dst.write(BLOCKED + "0/24\n" + src.read())
+        os.replace(agent.list + ".new", agent.list)
+        r = subprocess.run([ctx["agent_bin"], "reload", "--config", agent.config],
+                           capture_output=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError("reload failed: " + r.stderr.decode().strip())
+
+    reload(lists[0])
+    time.sleep(SETTLE)
+    before = rss_mib(agent.proc.pid)
+    n = ctx["reloads"]
+    # Under traffic, as in production: the serving threads allocate too.
+    gen = subprocess.Popen([ctx["loadgen"], "--agent", f"127.0.0.1:{agent.port}", "--rate", "4000",
+                            "--duration", "600s", "--warmup", "0s"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for i in range(n):
+            reload(lists[(i + 1) % 2])
+    finally:
+        gen.terminate()
+        gen.wait()
+    peak = rss_mib(agent.proc.pid)
+    time.sleep(SETTLE)
+    after = rss_mib(agent.proc.pid)
+    ok = after <= 2 * before
+    return ok, (f"{n} reloads of a 1M-entry list: RSS {before:.0f} MiB before, {peak:.0f} "
+                f"right after, {after:.0f} {SETTLE} s later ({after / before:.2f}x, at most 2x)")
+
+
 FAULTS = [
     ("slowloris-metrics", fault_slowloris_metrics),
     ("slowloris-admin", fault_slowloris_admin),
@@ -429,6 +487,7 @@ FAULTS = [
     ("never-reading", fault_never_reading),
     ("random-bytes", fault_random_bytes),
     ("reload-under-load", fault_reload_under_load),
+    ("memory-after-reloads", fault_memory_after_reloads),
 ]
 
 
@@ -445,7 +504,8 @@ def main():
     ctx = {"agent_bin": agent_bin, "loadgen": loadgen,
            "hello": frame(fixtures, "03-haproxy-hello.hex"),
            "notify": frame(fixtures, "05-notify-r1-get-root.hex"),
-           "reload_seconds": int(os.environ.get("RELOAD_SECONDS", "20"))}
+           "reload_seconds": int(os.environ.get("RELOAD_SECONDS", "20")),
+           "reloads": int(os.environ.get("RELOADS", "50"))}
     unknown = (only or set()) - {name for name, _ in FAULTS}
     if unknown:
         sys.exit(f"unknown fault(s): {', '.join(sorted(unknown))}")

@@ -318,6 +318,16 @@ impl Lab {
             .stderr(File::create(&stderr).expect("stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {label} in {}: {e}", self.ns(host)));
+        // `ip netns exec` enters the namespace, then execs the program: until it has, the
+        // lab's cleanup would not find it there (and it would outlive the lab).
+        let inside = format!("net:[{}]", inode(&ns_path(&self.ns(host))));
+        let link = PathBuf::from(format!("/proc/{}/ns/net", child.id()));
+        let entered = Instant::now();
+        while fs::read_link(&link).is_ok_and(|l| l.as_os_str() != inside.as_str())
+            && entered.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         NsChild {
             child,
             label: label.to_string(),
@@ -564,6 +574,12 @@ impl NodeAgent {
 
 fn addr(net: [u8; 3], host: u8) -> Ipv4Addr {
     Ipv4Addr::new(net[0], net[1], net[2], host)
+}
+
+/// The inode of a namespace file: what `/proc/PID/ns/net` names as `net:[INODE]`.
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).map_or(0, |m| m.ino())
 }
 
 fn ns_path(ns: &str) -> PathBuf {
