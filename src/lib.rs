@@ -55,14 +55,16 @@
 //!    structure it likes — one matcher for all its rules is the point — loaded in
 //!    [`rules::RuleSet::load`].
 //! 3. **Its step**: a [`engine::Step`] variant with its [`engine::StepInfo`] (title, noun,
-//!    unit, gauges), a `Reason` variant, one function in `engine/steps.rs` that returns
-//!    decide or continue and emits [`engine::Note`]s (a `Note` variant and its
-//!    rendering), the step's line in the pipeline's `match`, and its rules' rows in
-//!    `RuleTable::build`.
+//!    unit, gauges, the actions its verdicts can have), a `Reason` variant, one function
+//!    in `engine/steps.rs` that returns decide or continue and emits [`engine::Note`]s (a
+//!    `Note` variant and its rendering), the step's line in the pipeline's `match`, and
+//!    its rules' rows in `RuleTable::build`.
 //!
 //! From those, everything else follows: verdict ids and per-rule hit counters (from the
-//! rule table), decision counters (from `Reason`), `check` output, the `Summary`, the
-//! `spoa_guard_rules` gauges and `eval` (from the step and its notes).
+//! rule table), decision counters (from `Reason` and the step's actions), `check` output,
+//! the `Summary`, the rule-set size gauges (and their fields in the "rules loaded" log
+//! line: a new gauge needs its line in `engine::info_with_rule_sizes!`, a test says so)
+//! and `eval` (from the step and its notes).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms)]

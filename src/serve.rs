@@ -176,7 +176,7 @@ pub async fn start_file(path: &Path) -> Result<Running, StartError> {
 async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartError> {
     let fleet = config.startup.fleet.as_ref().map(Fleet::new).transpose()?;
     let engine = load_rules(&config, fleet.as_ref())?;
-    info!(rules = %engine.summary(), "rules loaded");
+    crate::engine::info_with_rule_sizes!(engine.summary(), "rules loaded");
     // After the rules are loaded, so that the old agent serves until this one can.
     let mut sockets = Sockets::new(&config.path).await;
     let server_settings = &config.startup.server;
@@ -220,7 +220,12 @@ async fn start_stamped(config: Config, stamps: Stamps) -> Result<Running, StartE
     );
     info!(listen = %server_settings.listen, version = env!("CARGO_PKG_VERSION"), "spoa-guard listening");
     let reloader = Reloader::new(config, stamps, agent.clone());
-    info!(dirs = ?reloader.watched_dirs(), "watching rule files");
+    let dirs: Vec<String> = reloader
+        .watched_dirs()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    info!(dirs = %dirs.join(", "), "watching rule files");
     tasks.spawn(reloader.run(reload.clone(), reload_queue, shutdown.clone()));
     if let Some(endpoints) = &endpoints {
         endpoints.set_ready(true);
@@ -482,7 +487,9 @@ async fn handle_signals(force_reload: Arc<Notify>, shutdown: CancellationToken) 
     }
 }
 
-/// Sets up logging on stderr from `[log]` (`RUST_LOG` wins when set).
+/// Sets up logging on stderr from `[log]` (`RUST_LOG` wins when set): text, or one flat
+/// JSON object per line ([`FlatJson`](crate::util::json_log::FlatJson), whose span
+/// fields come from [`JsonFields`](tracing_subscriber::fmt::format::JsonFields)).
 pub fn init_tracing(log: &LogSettings) {
     let from_env = std::env::var("RUST_LOG")
         .ok()
@@ -499,6 +506,9 @@ pub fn init_tracing(log: &LogSettings) {
         .with_ansi(ansi);
     match log.format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::util::json_log::FlatJson)
+            .init(),
     }
 }

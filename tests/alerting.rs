@@ -671,13 +671,29 @@ fn the_dashboard_is_well_formed() {
         "spoa_guard_connections_active",
         "spoa_guard_reloads_total",
         "spoa_guard_reload_failing",
-        "spoa_guard_rules",
         "spoa_guard_ratelimit_keys",
         "spoa_guard_ratelimit_approximate_total",
-        "spoa_guard_process_resident_memory_bytes",
+        "process_resident_memory_bytes",
         "spoa_guard_top_share",
     ] {
         assert!(used.contains(metric), "no panel shows {metric}");
+    }
+    // "Rules in force": every rule-set size gauge, from the steps' descriptors (a new
+    // step's gauges need a query there).
+    let rules_in_force: BTreeSet<String> = all_panels(&dashboard)
+        .into_iter()
+        .filter(|p| p["title"] == "Rules in force")
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .flat_map(|t| names(t["expr"].as_str().unwrap()))
+        .collect();
+    for step in spoa_guard::engine::Step::ALL {
+        for gauge in step.info().gauges {
+            let metric = format!("spoa_guard_{}", gauge.name);
+            assert!(
+                rules_in_force.contains(&metric),
+                "\"Rules in force\" does not show {metric}"
+            );
+        }
     }
 }
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::agent;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -138,11 +138,8 @@ async fn counters_move_by_exactly_what_was_sent() {
     );
     assert_eq!(value(&after, "spoa_guard_connections_active"), 1.0);
     assert_eq!(delta("spoa_guard_connections_total"), 1.0);
-    assert_eq!(
-        value(&after, r#"spoa_guard_rules{kind="block_entries"}"#),
-        5.0
-    );
-    assert!(value(&after, "spoa_guard_process_resident_memory_bytes") > 1e6);
+    assert_eq!(value(&after, "spoa_guard_blocklist_entries"), 5.0);
+    assert!(value(&after, "process_resident_memory_bytes") > 1e6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,4 +362,101 @@ async fn top_ranks_the_heaviest_source_first_after_a_skewed_burst() {
     );
 
     assert_eq!(get(&format!("{}/top?window=1h", ops.url)).await.0, 400);
+}
+
+/// The label sets of `family` in `samples`, as `a=x,b=y` (label order as exposed).
+fn label_sets(samples: &BTreeMap<String, f64>, family: &str) -> BTreeSet<String> {
+    samples
+        .keys()
+        .filter_map(|series| series.strip_prefix(family)?.strip_prefix('{'))
+        .map(|labels| labels.trim_end_matches('}').replace('"', ""))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_agent_shows_every_possible_series_and_no_impossible_one() {
+    let ops = start().await;
+    let fresh = scrape(&ops).await;
+    let set = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+
+    // Decisions: an action with the reasons that can give it, nothing else (no
+    // allow/blocklist, deny/none, deny/allowlist, ...).
+    assert_eq!(
+        label_sets(&fresh, "spoa_guard_decisions_total"),
+        set(&[
+            "action=allow,reason=allowlist",
+            "action=allow,reason=user-agent",
+            "action=allow,reason=none",
+            "action=deny,reason=ban",
+            "action=deny,reason=blocklist",
+            "action=deny,reason=asn",
+            "action=deny,reason=user-agent",
+            "action=deny,reason=rate-limit",
+        ])
+    );
+    // Admin requests: 401 only before routing (route other), which is never ok.
+    let mut admin = BTreeSet::new();
+    for route in ["list-bans", "rules", "dry-run-state"] {
+        for result in ["ok", "error"] {
+            admin.insert(format!("route={route},result={result}"));
+        }
+    }
+    for route in ["ban", "unban", "reload", "dry-run-switch"] {
+        for result in ["ok", "refused", "error"] {
+            admin.insert(format!("route={route},result={result}"));
+        }
+    }
+    for result in ["refused", "unauthorized"] {
+        admin.insert(format!("route=other,result={result}"));
+    }
+    assert_eq!(label_sets(&fresh, "spoa_guard_admin_requests_total"), admin);
+    // The metrics listener reads no body: no body timeout there.
+    let mut dropped = BTreeSet::new();
+    for reason in ["header-timeout", "write-timeout", "evicted"] {
+        dropped.insert(format!("listener=metrics,reason={reason}"));
+        dropped.insert(format!("listener=admin,reason={reason}"));
+    }
+    dropped.insert("listener=admin,reason=body-timeout".to_string());
+    assert_eq!(
+        label_sets(&fresh, "spoa_guard_http_connections_dropped_total"),
+        dropped
+    );
+    // A broken socket is not a protocol error.
+    let kinds = label_sets(&fresh, "spoa_guard_protocol_errors_total");
+    assert!(!kinds.contains("kind=io"), "{kinds:?}");
+    assert_eq!(kinds.len(), 9, "{kinds:?}");
+
+    // One gauge per rule kind, with what it counts in its name; no spoa_guard_rules.
+    for gauge in [
+        "spoa_guard_allowlist_entries",
+        "spoa_guard_allowlist_dry_run_entries",
+        "spoa_guard_blocklist_entries",
+        "spoa_guard_blocklist_dry_run_entries",
+        "spoa_guard_asn_blocked_asns",
+        "spoa_guard_asn_database_ranges",
+        "spoa_guard_user_agent_rules",
+        "spoa_guard_user_agent_patterns",
+        "spoa_guard_rate_limits",
+    ] {
+        assert!(fresh.contains_key(gauge), "no {gauge}");
+    }
+    assert_eq!(value(&fresh, "spoa_guard_allowlist_entries"), 2.0);
+    assert!(
+        !fresh.keys().any(|s| s.starts_with("spoa_guard_rules{")),
+        "spoa_guard_rules is gone"
+    );
+
+    // The standard process metrics, under their conventional names.
+    assert!(value(&fresh, "process_cpu_seconds_total") >= 0.0); // ticks of 10 ms: may be 0
+    assert!(value(&fresh, "process_open_fds") >= 3.0);
+    assert!(value(&fresh, "process_max_fds") >= value(&fresh, "process_open_fds"));
+    let started = value(&fresh, "process_start_time_seconds");
+    let now = spoa_guard::util::unix_now() as f64;
+    assert!(started > now - 3600.0 && started <= now + 1.0, "{started}");
+    assert!(value(&fresh, "process_resident_memory_bytes") > 1e6);
+    assert!(
+        value(&fresh, "process_virtual_memory_bytes")
+            >= value(&fresh, "process_resident_memory_bytes")
+    );
+    assert!(!fresh.contains_key("spoa_guard_process_resident_memory_bytes"));
 }

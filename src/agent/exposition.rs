@@ -1,6 +1,8 @@
 //! The agent's Prometheus registry: one collector that reads the agent's metrics, the
 //! rules in force and traffic insight at scrape time, through
-//! [`metrics::exposition`](crate::metrics::exposition).
+//! [`metrics::exposition`](crate::metrics::exposition), under the `spoa_guard_` prefix;
+//! and at the root, without a prefix, the standard `process_*` metrics
+//! ([`ProcessCollector`]).
 
 use std::sync::Arc;
 
@@ -9,12 +11,15 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 
 use super::Agent;
-use crate::metrics::exposition::{self, Sources};
+use crate::metrics::exposition::{self, ProcessCollector, Sources};
 
-/// The registry of `agent`: every `spoa_guard_*` series.
+/// The registry of `agent`: every `spoa_guard_*` series, and the process's `process_*`.
 pub fn registry(agent: Arc<Agent>) -> Registry {
-    let mut registry = Registry::with_prefix("spoa_guard");
-    registry.register_collector(Box::new(AgentCollector { agent }));
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(ProcessCollector));
+    registry
+        .sub_registry_with_prefix("spoa_guard")
+        .register_collector(Box::new(AgentCollector { agent }));
     registry
 }
 

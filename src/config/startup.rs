@@ -66,7 +66,7 @@ impl Default for LogSettings {
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
-    /// One JSON object per line.
+    /// One flat JSON object per line, with stable keys (`util::json_log`).
     Json,
 }
 

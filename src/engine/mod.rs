@@ -57,7 +57,8 @@ use std::time::Instant;
 
 pub use notes::{Bucket, Effect, Explanation, Note, Notes, Silent, StepNotes};
 pub use settings::RuleSettings;
-pub use step::{Measure, Step, StepInfo};
+pub use step::{outcomes, Measure, RuleGauge, Step, StepInfo};
+pub(crate) use table::info_with_rule_sizes;
 pub use table::{RuleInfo, RuleTable, StepSummary, Summary, ASN_RULE};
 
 use crate::bans::BanStore;
@@ -779,19 +780,23 @@ dry_run = true
         let v = e.evaluate(&request("192.0.2.1", Some("sqlmap"), "/"), Instant::now());
         assert_eq!(v.rule_id, Some(RuleId(6)));
         let s = e.summary();
+        let gauges: Vec<(&str, usize)> = s.gauges().iter().map(|(g, n)| (g.name, *n)).collect();
         assert_eq!(
-            s.gauges(),
+            gauges,
             [
-                ("allow_entries", 1),
-                ("dry_run_entries", 2),
-                ("block_entries", 2),
-                ("asn_blocked", 1),
+                ("allowlist_entries", 1),
+                ("allowlist_dry_run_entries", 0),
+                ("blocklist_entries", 2),
+                ("blocklist_dry_run_entries", 2),
+                ("asn_blocked_asns", 1),
+                ("asn_database_ranges", 2),
                 ("user_agent_rules", 4),
                 ("user_agent_patterns", 3),
-                ("limits", 2),
-                ("asn_ranges", 2),
+                ("rate_limits", 2),
             ]
         );
+        assert_eq!(s.gauge("blocklist_dry_run_entries"), 2);
+        assert_eq!(s.gauge("no_such_gauge"), 0);
         assert_eq!(
             s.step(Step::Blocklist).describe(),
             "1 list (2 entries), 1 list (2 entries) in dry run"

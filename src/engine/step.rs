@@ -1,11 +1,12 @@
 //! [`Step`]: the stages of the pipeline, in evaluation order, and [`StepInfo`], the one
 //! descriptor per step from which `check` output, the [`Summary`](super::Summary), the
-//! `spoa_guard_rules` gauges and the per-rule metric labels are derived.
+//! rule-set size gauges (`spoa_guard_allowlist_entries`, …, [`RuleGauge`]), the fields of
+//! the "rules loaded" log lines and the per-rule metric labels are derived.
 
 use serde::Serialize;
 use strum::{EnumCount, EnumIter};
 
-use crate::decision::Reason;
+use crate::decision::{Decision, Reason};
 
 /// One stage of the decision pipeline (design.md "Evaluation order"), in order.
 #[derive(
@@ -37,12 +38,41 @@ pub struct StepInfo {
     /// What a rule's size counts (`entries`, `ASNs`, `patterns`); empty when a rule has
     /// no size worth showing.
     pub unit: &'static str,
-    /// The `spoa_guard_rules{kind}` gauges the step feeds, and what each one measures;
-    /// gauges of the same kind from several steps add up.
-    pub gauges: &'static [(&'static str, Measure)],
+    /// The step's size gauges: one metric each, named after what it counts.
+    pub gauges: &'static [RuleGauge],
+    /// The actions a verdict of this step can have (`spoa_guard_decisions_total` shows
+    /// these pairs, and no other, from the start: see [`outcomes`]).
+    pub decisions: &'static [Decision],
 }
 
-/// What a `spoa_guard_rules` gauge adds up over a step's rules.
+/// Every (action, reason) a verdict can have: each step's reason with its
+/// [`StepInfo::decisions`], and `allow` with reason `none` (nothing matched, or no
+/// usable `src`). Dry run never changes an action: a dry-run rule or the global switch
+/// lets evaluation go on to a later step, whose outcome is one of these.
+pub fn outcomes() -> Vec<(Decision, Reason)> {
+    let mut pairs: Vec<(Decision, Reason)> = Step::ALL
+        .iter()
+        .flat_map(|step| step.info().decisions.iter().map(|d| (*d, step.reason())))
+        .collect();
+    pairs.push((Decision::Allow, Reason::None));
+    pairs
+}
+
+/// One gauge of the size of the rule set in force: the metric `spoa_guard_<name>`, and
+/// the field `<name>` of the "rules loaded" and "rules reloaded" log lines. Names end
+/// with what they count (`_entries`, `_asns`, `_patterns`, `_rules`, `_ranges`); every
+/// name is unique, over all steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleGauge {
+    /// The name without the `spoa_guard_` prefix: `blocklist_entries`.
+    pub name: &'static str,
+    /// The metric's help text.
+    pub help: &'static str,
+    /// What it adds up.
+    pub measure: Measure,
+}
+
+/// What a [`RuleGauge`] adds up over a step's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
     /// Sizes of the enforcing rules.
@@ -53,7 +83,75 @@ pub enum Measure {
     Size,
     /// The number of rules.
     Rules,
+    /// The merged ranges of the ASN databases (data of the `asn` step and of `asn`
+    /// rate-limit keys).
+    AsnDatabaseRanges,
 }
+
+impl RuleGauge {
+    const fn new(name: &'static str, measure: Measure, help: &'static str) -> RuleGauge {
+        RuleGauge {
+            name,
+            help,
+            measure,
+        }
+    }
+}
+
+/// The gauges of each step (see [`StepInfo::gauges`]).
+const ALLOWLIST_GAUGES: &[RuleGauge] = &[
+    RuleGauge::new(
+        "allowlist_entries",
+        Measure::EnforcedSize,
+        "Entries (addresses, networks) of the allow lists in force.",
+    ),
+    RuleGauge::new(
+        "allowlist_dry_run_entries",
+        Measure::DryRunSize,
+        "Entries of the dry-run allow lists in force.",
+    ),
+];
+const BLOCKLIST_GAUGES: &[RuleGauge] = &[
+    RuleGauge::new(
+        "blocklist_entries",
+        Measure::EnforcedSize,
+        "Entries (addresses, networks) of the block lists in force.",
+    ),
+    RuleGauge::new(
+        "blocklist_dry_run_entries",
+        Measure::DryRunSize,
+        "Entries of the dry-run block lists in force.",
+    ),
+];
+const ASN_GAUGES: &[RuleGauge] = &[
+    RuleGauge::new(
+        "asn_blocked_asns",
+        Measure::Size,
+        "Autonomous systems blocked ([asn] block, dry run included).",
+    ),
+    RuleGauge::new(
+        "asn_database_ranges",
+        Measure::AsnDatabaseRanges,
+        "Address ranges of the ASN databases loaded (merged).",
+    ),
+];
+const USER_AGENT_GAUGES: &[RuleGauge] = &[
+    RuleGauge::new(
+        "user_agent_rules",
+        Measure::Rules,
+        "User-agent rules in force (dry run included).",
+    ),
+    RuleGauge::new(
+        "user_agent_patterns",
+        Measure::Size,
+        "Patterns of the user-agent rules in force (dry run included).",
+    ),
+];
+const RATE_LIMIT_GAUGES: &[RuleGauge] = &[RuleGauge::new(
+    "rate_limits",
+    Measure::Rules,
+    "Rate limits in force (dry run included).",
+)];
 
 impl Step {
     /// Every step, in evaluation order (what the pipeline runs; a constant, so the
@@ -92,50 +190,95 @@ impl Step {
 
     /// How the step's rules are shown and counted.
     pub fn info(self) -> StepInfo {
-        use Measure::{DryRunSize, EnforcedSize, Rules, Size};
         match self {
             Step::Allowlist => StepInfo {
                 title: "allow lists",
                 noun: ("list", "lists"),
                 unit: "entries",
-                gauges: &[
-                    ("allow_entries", EnforcedSize),
-                    ("dry_run_entries", DryRunSize),
-                ],
+                gauges: ALLOWLIST_GAUGES,
+                decisions: &[Decision::Allow],
             },
             Step::Ban => StepInfo {
                 title: "bans",
                 noun: ("ban", "bans"),
                 unit: "",
                 gauges: &[],
+                decisions: &[Decision::Deny],
             },
             Step::Blocklist => StepInfo {
                 title: "block lists",
                 noun: ("list", "lists"),
                 unit: "entries",
-                gauges: &[
-                    ("block_entries", EnforcedSize),
-                    ("dry_run_entries", DryRunSize),
-                ],
+                gauges: BLOCKLIST_GAUGES,
+                decisions: &[Decision::Deny],
             },
             Step::Asn => StepInfo {
                 title: "blocked ASNs",
                 noun: ("set", "sets"),
                 unit: "ASNs",
-                gauges: &[("asn_blocked", Size)],
+                gauges: ASN_GAUGES,
+                decisions: &[Decision::Deny],
             },
             Step::UserAgent => StepInfo {
                 title: "user agents",
                 noun: ("rule", "rules"),
                 unit: "patterns",
-                gauges: &[("user_agent_rules", Rules), ("user_agent_patterns", Size)],
+                gauges: USER_AGENT_GAUGES,
+                decisions: &[Decision::Allow, Decision::Deny],
             },
             Step::RateLimit => StepInfo {
                 title: "limits",
                 noun: ("limit", "limits"),
                 unit: "",
-                gauges: &[("limits", Rules)],
+                gauges: RATE_LIMIT_GAUGES,
+                decisions: &[Decision::Deny],
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn every_gauge_name_is_unique_and_ends_with_what_it_counts() {
+        let names: Vec<&str> = Step::ALL
+            .iter()
+            .flat_map(|s| s.info().gauges.iter().map(|g| g.name))
+            .collect();
+        let unique: BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for name in names {
+            let noun = [
+                "_entries",
+                "_asns",
+                "_ranges",
+                "_rules",
+                "_patterns",
+                "_limits",
+            ];
+            assert!(noun.iter().any(|n| name.ends_with(n)), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_possible_outcomes_are_each_steps_actions_and_allow_none() {
+        let pairs: BTreeSet<(Decision, Reason)> = outcomes().into_iter().collect();
+        let expected: BTreeSet<(Decision, Reason)> = [
+            (Decision::Allow, Reason::Allowlist),
+            (Decision::Allow, Reason::UserAgent),
+            (Decision::Allow, Reason::None),
+            (Decision::Deny, Reason::Ban),
+            (Decision::Deny, Reason::Blocklist),
+            (Decision::Deny, Reason::Asn),
+            (Decision::Deny, Reason::UserAgent),
+            (Decision::Deny, Reason::RateLimit),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(pairs, expected);
     }
 }

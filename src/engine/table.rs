@@ -9,7 +9,7 @@ use std::fmt;
 use bytes::Bytes;
 use strum::IntoEnumIterator;
 
-use super::step::{Measure, Step};
+use super::step::{Measure, RuleGauge, Step};
 use crate::decision::{RuleAction, RuleId};
 use crate::limits::Limits;
 use crate::rules::RuleSet;
@@ -149,7 +149,7 @@ pub(crate) fn id(offset: u32, index: usize) -> RuleId {
 }
 
 /// What an engine holds, in numbers: for start-up and reload logs, `check` and the
-/// `spoa_guard_rules` gauges.
+/// rule-set size gauges.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// Per step, in evaluation order.
@@ -216,28 +216,58 @@ impl Summary {
             })
     }
 
-    /// The `spoa_guard_rules{kind}` gauges, from each step's descriptor, plus
-    /// `asn_ranges`.
-    pub fn gauges(&self) -> Vec<(&'static str, usize)> {
-        let mut gauges: Vec<(&'static str, usize)> = Vec::new();
+    /// The rule-set size gauges ([`RuleGauge`]), from each step's descriptor, in step
+    /// order, each with its value.
+    pub fn gauges(&self) -> Vec<(&'static RuleGauge, usize)> {
+        let mut gauges = Vec::new();
         for s in &self.steps {
-            for &(kind, measure) in s.step.info().gauges {
-                let value = match measure {
+            for gauge in s.step.info().gauges {
+                let value = match gauge.measure {
                     Measure::EnforcedSize => s.size,
                     Measure::DryRunSize => s.dry_run_size,
                     Measure::Size => s.size.saturating_add(s.dry_run_size),
                     Measure::Rules => s.rules + s.dry_run_rules,
+                    Measure::AsnDatabaseRanges => self.asn_ranges,
                 };
-                match gauges.iter_mut().find(|(k, _)| *k == kind) {
-                    Some((_, sum)) => *sum = sum.saturating_add(value),
-                    None => gauges.push((kind, value)),
-                }
+                gauges.push((gauge, value));
             }
         }
-        gauges.push(("asn_ranges", self.asn_ranges));
         gauges
     }
+
+    /// The value of the gauge named `name` (0 for a name no step has).
+    pub fn gauge(&self, name: &str) -> usize {
+        self.gauges()
+            .into_iter()
+            .find(|(gauge, _)| gauge.name == name)
+            .map_or(0, |(_, value)| value)
+    }
 }
+
+/// Logs an info event with one field per rule-set size gauge (the names of
+/// [`Summary::gauges`], which are the metrics' without `spoa_guard_`), then the fields and
+/// message given after the summary: `info_with_rule_sizes!(summary, ms = 3, "rules
+/// reloaded")`. Numbers as fields of their own, not a list in a string, for JSON logs.
+/// A macro, so that the event keeps the caller's target; a test checks the field names
+/// against the gauges, so a new gauge needs its line here.
+macro_rules! info_with_rule_sizes {
+    ($summary:expr, $($rest:tt)+) => {{
+        let summary: &$crate::engine::Summary = &$summary;
+        tracing::info!(
+            allowlist_entries = summary.gauge("allowlist_entries"),
+            allowlist_dry_run_entries = summary.gauge("allowlist_dry_run_entries"),
+            blocklist_entries = summary.gauge("blocklist_entries"),
+            blocklist_dry_run_entries = summary.gauge("blocklist_dry_run_entries"),
+            asn_blocked_asns = summary.gauge("asn_blocked_asns"),
+            asn_database_ranges = summary.gauge("asn_database_ranges"),
+            user_agent_rules = summary.gauge("user_agent_rules"),
+            user_agent_patterns = summary.gauge("user_agent_patterns"),
+            rate_limits = summary.gauge("rate_limits"),
+            $($rest)+
+        )
+    }};
+}
+pub(crate) use info_with_rule_sizes;
 
 impl StepSummary {
     /// `2 lists (190000 entries), 1 in dry run (12 entries)`, or `none`.
@@ -269,5 +299,35 @@ impl fmt::Display for Summary {
             write!(f, "{} {}", s.step.as_str(), s.describe())?;
         }
         write!(f, "; ASN database {} ranges", self.asn_ranges)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    #[test]
+    fn the_rules_loaded_log_line_has_one_number_field_per_gauge() {
+        let summary = Summary::of(&RuleTable::default(), 7);
+        let text = crate::util::json_log::capture(|| {
+            info_with_rule_sizes!(summary, cause = "test", "rules loaded");
+        });
+        let line: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text.trim_end()).unwrap();
+        let fields: BTreeSet<&str> = line
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !["timestamp", "level", "target", "message", "cause"].contains(k))
+            .collect();
+        let gauges: BTreeSet<&str> = summary.gauges().iter().map(|(g, _)| g.name).collect();
+        assert_eq!(
+            fields, gauges,
+            "a new gauge needs its field in info_with_rule_sizes!"
+        );
+        assert_eq!(line["asn_database_ranges"], 7);
+        assert_eq!(line["blocklist_entries"], 0);
+        assert_eq!(line["target"], "spoa_guard::engine::table::tests");
     }
 }

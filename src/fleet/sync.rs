@@ -285,7 +285,7 @@ async fn read_and_reconcile(shared: &Shared) -> redis::RedisResult<()> {
         records = records.len(),
         sent_back = pushes,
         cleaned = expired.len(),
-        version = version.unwrap_or(0),
+        ban_version = version.unwrap_or(0),
         "bans read from the fleet store"
     );
     Ok(())

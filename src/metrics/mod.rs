@@ -121,6 +121,21 @@ impl Label for AdminRoute {
     }
 }
 
+impl AdminRoute {
+    /// The results a request of this route can have (`ops::admin` answers): 401 only
+    /// before routing (route `other`), which never succeeds (404, 405); the routes that
+    /// only read are never refused. Any route but `other` fails (500) if its JSON cannot
+    /// be written.
+    pub fn results(self) -> &'static [AdminResult] {
+        use AdminResult::{Error, Ok, Refused, Unauthorized};
+        match self {
+            Self::ListBans | Self::Rules | Self::DryRunState => &[Ok, Error],
+            Self::Ban | Self::Unban | Self::Reload | Self::DryRunSwitch => &[Ok, Refused, Error],
+            Self::Other => &[Refused, Unauthorized],
+        }
+    }
+}
+
 /// How an admin request ended, for `spoa_guard_admin_requests_total{result}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter)]
 pub enum AdminResult {

@@ -27,6 +27,14 @@ impl Label for OpsListener {
     }
 }
 
+impl OpsListener {
+    /// Whether this listener can drop a connection for `why`: the metrics listener
+    /// reads no request body (its handler's `MAX_BODY` is 0), so it has no body timeout.
+    pub fn can_drop(self, why: OpsDrop) -> bool {
+        !(self == Self::Metrics && why == OpsDrop::BodyTimeout)
+    }
+}
+
 /// Why an operations listener dropped a connection, for the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumCount, EnumIter)]
 pub enum OpsDrop {

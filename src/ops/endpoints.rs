@@ -112,3 +112,23 @@ impl Endpoints {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::OpsDrop;
+
+    #[test]
+    fn the_body_timeout_series_exist_for_the_listeners_that_read_bodies() {
+        fn reads_body<H: Handler>() -> (OpsListener, bool) {
+            (H::LISTENER, H::MAX_BODY != 0)
+        }
+        for (listener, reads) in [reads_body::<Endpoints>(), reads_body::<crate::ops::Admin>()] {
+            assert_eq!(
+                listener.can_drop(OpsDrop::BodyTimeout),
+                reads,
+                "{listener:?}"
+            );
+        }
+    }
+}

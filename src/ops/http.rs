@@ -76,6 +76,17 @@ pub enum Peer {
     },
 }
 
+/// `127.0.0.1:43210`, `unix uid 1000`, `unix`: one scalar for logs.
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix { uid: Some(uid) } => write!(f, "unix uid {uid}"),
+            Self::Unix { uid: None } => f.write_str("unix"),
+        }
+    }
+}
+
 /// One request, read whole.
 #[derive(Debug)]
 pub struct Call {
@@ -166,7 +177,7 @@ where
         .header_read_timeout(None::<Duration>)
         .serve_connection(TokioIo::new(stream), service);
     if let Some(why) = supervise(served, &slot, at).await {
-        debug!(?peer, reason = why.label(), "operations connection dropped");
+        debug!(%peer, reason = why.label(), "operations connection dropped");
         counts.metrics().ops_dropped.of(H::LISTENER, why).inc();
     }
 }

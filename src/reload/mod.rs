@@ -315,10 +315,10 @@ impl Reloader {
         self.running.rules = config.rules;
         metrics.reloads.of(ReloadResult::Success).inc();
         metrics.reload_failing.set(0);
-        info!(
+        crate::engine::info_with_rule_sizes!(
+            summary,
             cause = cause.as_str(),
             ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            rules = %summary,
             "rules reloaded"
         );
         Outcome::Applied { restart_needed }

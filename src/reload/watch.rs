@@ -63,7 +63,7 @@ impl FileWatcher {
             move |event: notify::Result<Event>| match event {
                 Ok(event) => {
                     if matters(&event, &relevant.load()) {
-                        debug!(kind = ?event.kind, paths = ?event.paths, "watched file changed");
+                        debug!(kind = ?event.kind, paths = %joined(&event.paths), "watched file changed");
                         wake.notify_one();
                     }
                 }
@@ -104,7 +104,7 @@ impl FileWatcher {
                 }
             }
         }
-        debug!(dirs = ?watched, "watching");
+        debug!(dirs = %joined(&watched), "watching");
         self.dirs = watched;
         self.relevant.store(Arc::new(targets.paths));
     }
@@ -118,6 +118,12 @@ impl FileWatcher {
     pub async fn changed(&self) {
         self.wake.notified().await;
     }
+}
+
+/// Paths as one log field: joined with ", " (log lines carry no lists).
+fn joined<'p>(paths: impl IntoIterator<Item = &'p PathBuf>) -> String {
+    let paths: Vec<String> = paths.into_iter().map(|p| p.display().to_string()).collect();
+    paths.join(", ")
 }
 
 /// Whether `event` can change what a watched path reads.

@@ -431,7 +431,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 return;
             }
             Ending::PeerDisconnect(d) => {
-                debug!(status = %d.status, message = %String::from_utf8_lossy(&d.message), "HAProxy disconnected");
+                debug!(status = d.status.0, haproxy_message = %String::from_utf8_lossy(&d.message), "HAProxy disconnected");
                 Disconnect::new(Status::NORMAL)
             }
             Ending::Idle => {

@@ -125,6 +125,13 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Whether the agent reports an error of this kind: answers it with an
+    /// AGENT-DISCONNECT and counts it in `spoa_guard_protocol_errors_total`. Every kind
+    /// but `io`: a broken socket can carry no DISCONNECT, and is logged at debug only.
+    pub fn is_reported(self) -> bool {
+        self != Self::Io
+    }
+
     /// A short fixed label for metrics and logs.
     pub fn as_str(self) -> &'static str {
         match self {

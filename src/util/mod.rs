@@ -1,7 +1,8 @@
 //! Small building blocks that several layers use and that belong to none of them: a
 //! hasher for keys that are already hashes, a concurrent map with a hard key cap, a log-line throttle, file stamps, the wall
 //! clock in Unix seconds, lowering a background thread's CPU priority, connection slots with eviction for every listener, durations as operators write them, the problem type that
-//! settings validation reports, Unix time from an `Instant`, and listening sockets (TCP or unix) for every listener.
+//! settings validation reports, Unix time from an `Instant`, listening sockets (TCP or unix) for every listener, and
+//! the flat JSON log line of `[log] format = "json"`.
 //!
 //! Nothing here knows about requests, rules or protocols; every other module may use it.
 
@@ -9,6 +10,7 @@ pub mod background;
 pub mod capped;
 pub mod clock;
 pub mod duration;
+pub mod json_log;
 pub mod listener;
 pub mod log_throttle;
 pub mod prehashed;

@@ -6,8 +6,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::{by_label, clamp, gauge, Encoded, Sources};
-use crate::metrics::Label;
+use super::{by_label, by_pair_where, clamp, gauge, Encoded, Sources};
 
 pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>) -> Encoded {
     let m = sources.metrics;
@@ -28,17 +27,13 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>)
         "change",
         &m.ban_changes,
     )?;
-    let mut admin = encoder.encode_descriptor(
-        "admin_requests",
-        "Admin API requests, by route and result.",
-        None,
-        MetricType::Counter,
+    by_pair_where(
+        encoder,
+        ("admin_requests", "Admin API requests, by route and result."),
+        ("route", "result"),
+        &m.admin_requests,
+        |route, result| route.results().contains(&result),
     )?;
-    for (route, result, count) in m.admin_requests.iter() {
-        ConstCounter::new(count).encode(
-            admin.encode_family(&[("route", route.label()), ("result", result.label())])?,
-        )?;
-    }
     auto_bans(encoder, sources)?;
     gauge(
         encoder,

@@ -2,11 +2,19 @@
 //! by area — traffic (decisions, rule hits, latency, insight), protocol (connections,
 //! frames, errors), rules (reloads, rule sizes, rate-limit keys), incident controls
 //! (bans, admin requests, the dry-run switch), the operations listeners (connections
-//! dropped), fleet mode and process.
+//! dropped), fleet mode, the build, and the standard `process_*` metrics
+//! ([`ProcessCollector`], a collector of its own: those names have no prefix).
 //!
 //! Names follow Prometheus conventions: prefix `spoa_guard_`, base units (seconds,
 //! bytes), `_total` for counters (added by the encoder). The README lists every series;
 //! the alert rules and the dashboard in `deploy/` use them.
+//!
+//! A labelled family is pre-created at 0 (so that `rate()` and dashboards see it before
+//! the first event) for the label combinations that can happen, and only those: a
+//! decision's action with the reasons that can give it ([`crate::engine::outcomes`]), an
+//! admin route with the results it can have, a listener with the ways it can drop a
+//! connection, the protocol-error kinds that are counted. A combination outside those is
+//! still shown if it ever counts something.
 
 mod fleet;
 mod incident;
@@ -16,7 +24,7 @@ mod protocol;
 mod rules;
 mod traffic;
 
-pub use process::resident_memory_bytes;
+pub use process::{resident_memory_bytes, ProcessCollector, ProcessStats};
 
 use std::sync::Arc;
 
@@ -26,7 +34,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::{Counters, Label, Metrics};
+use super::{Counters, Label, Matrix, Metrics};
 use crate::bans::AutoBanRule;
 use crate::engine::Engine;
 use crate::insight::Insight;
@@ -50,7 +58,8 @@ pub struct Sources<'a> {
     pub auto_ban_dropped: u64,
 }
 
-/// Writes every series of `sources`.
+/// Writes every `spoa_guard_*` series of `sources` (the `process_*` ones are
+/// [`ProcessCollector`]'s).
 ///
 /// # Errors
 ///
@@ -62,8 +71,7 @@ pub fn encode_all(mut encoder: DescriptorEncoder<'_>, sources: &Sources<'_>) -> 
     rules::encode(&mut encoder, sources)?;
     incident::encode(&mut encoder, sources)?;
     ops::encode(&mut encoder, sources.metrics)?;
-    fleet::encode(&mut encoder, &sources.metrics.fleet)?;
-    process::encode(&mut encoder)
+    fleet::encode(&mut encoder, &sources.metrics.fleet)
 }
 
 /// The text exposition of `registry` (OpenMetrics text format, which Prometheus reads).
@@ -103,9 +111,42 @@ fn by_label<L: Label>(
     label: &str,
     counters: &Counters<L>,
 ) -> Encoded {
+    by_label_where(encoder, (name, help), label, counters, |_| true)
+}
+
+/// A counter family with one series per value of `L` that can happen (`possible`),
+/// labelled `label`; another value only once it has counted something.
+fn by_label_where<L: Label>(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help): (&str, &str),
+    label: &str,
+    counters: &Counters<L>,
+    possible: impl Fn(L) -> bool,
+) -> Encoded {
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (value, count) in counters.iter() {
-        ConstCounter::new(count).encode(family.encode_family(&[(label, value.label())])?)?;
+        if count > 0 || possible(value) {
+            ConstCounter::new(count).encode(family.encode_family(&[(label, value.label())])?)?;
+        }
+    }
+    Ok(())
+}
+
+/// A counter family over two labels (`labels`), with one series per pair that can
+/// happen (`possible`); another pair only once it has counted something.
+fn by_pair_where<A: Label, B: Label>(
+    encoder: &mut DescriptorEncoder<'_>,
+    (name, help): (&str, &str),
+    labels: (&str, &str),
+    counters: &Matrix<A, B>,
+    possible: impl Fn(A, B) -> bool,
+) -> Encoded {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (a, b, count) in counters.iter() {
+        if count > 0 || possible(a, b) {
+            let pair = [(labels.0, a.label()), (labels.1, b.label())];
+            ConstCounter::new(count).encode(family.encode_family(&pair)?)?;
+        }
     }
     Ok(())
 }

@@ -1,25 +1,21 @@
 //! The operations listeners (`[metrics]`, `[admin]`): the connections they dropped, by
 //! listener and why.
 
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::DescriptorEncoder;
 
-use super::Encoded;
-use crate::metrics::{Label, Metrics};
+use super::{by_pair_where, Encoded};
+use crate::metrics::Metrics;
 
 pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, m: &Metrics) -> Encoded {
-    let mut dropped = encoder.encode_descriptor(
-        "http_connections_dropped",
-        "Connections the operations listeners closed: the request head or body not in \
-         time, the response not read in time, or evicted to make room for a new connection.",
-        None,
-        MetricType::Counter,
-    )?;
-    for (listener, reason, count) in m.ops_dropped.iter() {
-        ConstCounter::new(count).encode(
-            dropped.encode_family(&[("listener", listener.label()), ("reason", reason.label())])?,
-        )?;
-    }
-    Ok(())
+    by_pair_where(
+        encoder,
+        (
+            "http_connections_dropped",
+            "Connections the operations listeners closed: the request head or body not in \
+             time, the response not read in time, or evicted to make room for a new connection.",
+        ),
+        ("listener", "reason"),
+        &m.ops_dropped,
+        |listener, reason| listener.can_drop(reason),
+    )
 }

@@ -3,8 +3,9 @@
 
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::{by_label, counter, gauge, Encoded};
+use super::{by_label, by_label_where, counter, gauge, Encoded};
 use crate::metrics::Metrics;
+use crate::spop::ErrorKind;
 
 pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, m: &Metrics) -> Encoded {
     by_label(
@@ -14,12 +15,15 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, m: &Metrics) -> Encode
         "type",
         &m.frames,
     )?;
-    by_label(
+    by_label_where(
         encoder,
-        "protocol_errors",
-        "Connections ended by a protocol error, by kind (each answered with an AGENT-DISCONNECT).",
+        (
+            "protocol_errors",
+            "Connections ended by a protocol error, by kind (each answered with an AGENT-DISCONNECT).",
+        ),
         "kind",
         &m.protocol_errors,
+        ErrorKind::is_reported,
     )?;
     counter(
         encoder,

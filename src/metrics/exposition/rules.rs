@@ -1,5 +1,6 @@
 //! The rules: reloads and their state, the size of the rule set in force (one gauge per
-//! kind, derived from each step's descriptor), and the rate limits' keys.
+//! kind with what it counts in its name, derived from each step's descriptor), and the
+//! rate limits' keys.
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -36,15 +37,12 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>)
     limits(encoder, sources.engine)
 }
 
+/// One gauge per [`RuleGauge`](crate::engine::RuleGauge) of the steps' descriptors:
+/// `spoa_guard_blocklist_entries`, … (a new step's gauges appear without a change here).
 fn sizes(encoder: &mut DescriptorEncoder<'_>, engine: &Engine) -> Encoded {
-    let mut family = encoder.encode_descriptor(
-        "rules",
-        "Size of the rule set in force, by kind.",
-        None,
-        MetricType::Gauge,
-    )?;
-    for (kind, value) in engine.summary().gauges() {
-        ConstGauge::new(clamp(value)).encode(family.encode_family(&[("kind", kind)])?)?;
+    for (gauge, value) in engine.summary().gauges() {
+        let metric = encoder.encode_descriptor(gauge.name, gauge.help, None, MetricType::Gauge)?;
+        ConstGauge::new(clamp(value)).encode(metric)?;
     }
     Ok(())
 }

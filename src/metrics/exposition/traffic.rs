@@ -9,9 +9,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
-use super::{counter, Encoded, Sources};
+use super::{by_pair_where, counter, Encoded, Sources};
 use crate::insight::{Dimension, Insight};
-use crate::metrics::{Label, Metrics};
+use crate::metrics::Metrics;
 
 pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>) -> Encoded {
     let m = sources.metrics;
@@ -42,18 +42,20 @@ pub(super) fn encode(encoder: &mut DescriptorEncoder<'_>, sources: &Sources<'_>)
     Ok(())
 }
 
+/// Every (action, reason) a verdict can have from the start, no other
+/// ([`crate::engine::outcomes`]).
 fn decisions(encoder: &mut DescriptorEncoder<'_>, m: &Metrics) -> Encoded {
-    let mut family = encoder.encode_descriptor(
-        "decisions",
-        "Requests decided, by action and by the step that decided (reason none: nothing matched).",
-        None,
-        MetricType::Counter,
-    )?;
-    for (decision, reason, count) in m.decisions.iter() {
-        let labels = [("action", decision.label()), ("reason", reason.label())];
-        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
+    let outcomes = crate::engine::outcomes();
+    by_pair_where(
+        encoder,
+        (
+            "decisions",
+            "Requests decided, by action and by the step that decided (reason none: nothing matched).",
+        ),
+        ("action", "reason"),
+        &m.decisions,
+        |decision, reason| outcomes.contains(&(decision, reason)),
+    )
 }
 
 fn rule_hits(encoder: &mut DescriptorEncoder<'_>, m: &Metrics) -> Encoded {
