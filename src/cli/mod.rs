@@ -36,12 +36,28 @@ pub(crate) use say;
 #[derive(Debug, Parser)]
 #[command(name = "spoa-guard", version, about)]
 pub struct Cli {
-    /// Configuration file (TOML).
-    #[arg(long, short, global = true, default_value = "spoa-guard.toml")]
+    /// Configuration file (TOML). Default: spoa-guard.toml in the current directory when
+    /// there is one, else /etc/spoa-guard/spoa-guard.toml (the Debian package's) when
+    /// there is that one.
+    #[arg(long, short, global = true, default_value_os_t = default_config())]
     pub config: PathBuf,
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// The configuration file installed by the Debian package.
+pub const SYSTEM_CONFIG: &str = "/etc/spoa-guard/spoa-guard.toml";
+
+/// `--config` when not given: `spoa-guard.toml` here if it exists, else
+/// [`SYSTEM_CONFIG`] if it exists, else `spoa-guard.toml` (whose absence is then the
+/// error reported).
+fn default_config() -> PathBuf {
+    let local = PathBuf::from("spoa-guard.toml");
+    if !local.exists() && std::path::Path::new(SYSTEM_CONFIG).exists() {
+        return PathBuf::from(SYSTEM_CONFIG);
+    }
+    local
 }
 
 /// The commands.
