@@ -10,15 +10,12 @@ mod common;
 
 use common::{agent, haproxy};
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent::AgentProcess;
 use haproxy::{get, require, v4, Haproxy, Response, Version};
-
-const BIN: &str = env!("CARGO_BIN_EXE_spoa-guard");
 
 /// The agent here: an admin socket, a block list (127.0.0.66), a limit on /limited and an
 /// auto-ban on its denies.
@@ -57,12 +54,7 @@ async fn start(v: Version) -> Option<(AgentProcess, Haproxy)> {
 }
 
 fn cli(agent: &AgentProcess, args: &[&str]) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap();
+    let out = agent.cli(args);
     assert!(
         out.status.success(),
         "{args:?}: {}",

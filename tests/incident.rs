@@ -52,12 +52,7 @@ fn agent() -> AgentProcess {
 
 /// Runs `spoa-guard ARGS --config CONFIG`: exit code, stdout, stderr.
 fn cli(agent: &AgentProcess, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap();
+    let out = agent.cli(args);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -9,14 +9,11 @@ mod common;
 use common::agent;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use agent::{guard_check, ipv4, AgentProcess, Raw};
 use serde_json::{Map, Value};
 use spoa_guard::spop::client::Client;
-
-const BIN: &str = env!("CARGO_BIN_EXE_spoa-guard");
 
 /// Goes into `[log]` (after `level = "debug"`), then the rules.
 const CONFIG: &str = r#"format = "json"
@@ -101,12 +98,7 @@ async fn every_line_of_a_json_log_is_a_flat_object_with_documented_keys() {
         .unwrap();
     drop(client);
     // A ban (its target is a field named like a standard key).
-    let out = Command::new(BIN)
-        .args(["ban", "198.51.100.0/24", "--for", "1h", "--reason", "INC-1"])
-        .arg("--config")
-        .arg(&agent.config)
-        .output()
-        .unwrap();
+    let out = agent.cli(&["ban", "198.51.100.0/24", "--for", "1h", "--reason", "INC-1"]);
     assert!(
         out.status.success(),
         "{}",

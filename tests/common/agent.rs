@@ -292,6 +292,18 @@ impl AgentProcess {
         }
     }
 
+    /// Runs the `spoa-guard` command with `args` and this agent's `--config` (the admin
+    /// commands reach it through its `[admin] listen`), to completion.
+    #[allow(dead_code)] // not every test crate runs the CLI
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_spoa-guard"))
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .expect("run spoa-guard")
+    }
+
     /// Sends a signal (`TERM`, `HUP`, ...) to the agent.
     pub fn signal(&self, name: &str) {
         let pid = self.child.as_ref().expect("agent not running").id();
