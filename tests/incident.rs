@@ -189,7 +189,14 @@ async fn a_ban_expires_at_its_second() {
 #[tokio::test]
 async fn bans_survive_a_restart_with_their_expiry() {
     let mut agent = agent();
-    assert_eq!(cli(&agent, &["ban", "AS64496", "--for", "1h"]).0, 0);
+    // No ASN database in this agent: the AS ban needs --force.
+    let (code, _, err) = cli(&agent, &["ban", "AS64496", "--for", "1h"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no ASN database"), "{err}");
+    assert_eq!(
+        cli(&agent, &["ban", "AS64496", "--for", "1h", "--force"]).0,
+        0
+    );
     assert_eq!(
         cli(
             &agent,

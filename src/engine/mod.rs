@@ -163,6 +163,12 @@ impl Engine {
         &self.table
     }
 
+    /// Whether an ASN database is loaded: without one no source has an AS, and an AS
+    /// ban or `[asn] block` matches nothing.
+    pub fn has_asn_database(&self) -> bool {
+        !self.rules.asn_db.is_empty()
+    }
+
     /// What the engine holds, in numbers.
     pub fn summary(&self) -> Summary {
         Summary::of(&self.table, self.rules.asn_db.ranges())
@@ -227,7 +233,7 @@ impl Engine {
         notes.note(|| Note::Source {
             src,
             asn,
-            asn_database: !self.rules.asn_db.is_empty(),
+            asn_database: self.has_asn_database(),
         });
         let mut ev = Evaluation {
             engine: self,

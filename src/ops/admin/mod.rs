@@ -171,6 +171,13 @@ impl Admin {
             if let Some(why) = self.agent.controls.settings().too_wide(&target) {
                 return Err(why);
             }
+            if matches!(target, Target::Asn(_)) && !self.agent.in_force().engine.has_asn_database()
+            {
+                return Err(format!(
+                    "no ASN database is loaded ([asn] databases): a ban on {target} would match \
+                     nothing; add one, or --force to keep the ban for when one is"
+                ));
+            }
         }
         let seconds = checked_duration(&request.duration)?;
         let reason = request.reason.trim();

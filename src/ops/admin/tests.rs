@@ -115,6 +115,7 @@ async fn bad_requests_get_one_line_and_change_nothing() {
         (ban_body("192.0.2.1", "10"), "needs a unit"),
         (ban_body("192.0.2.1", "400d"), "at most 366d"),
         (ban_body("192.0.2.1/24", "1h"), "host bits"),
+        (ban_body("AS64496", "1h"), "no ASN database is loaded"),
         (
             r#"{"target":"192.0.2.1","duration":"1h","reason":"a\nb"}"#.into(),
             "one line",
@@ -132,10 +133,12 @@ async fn bad_requests_get_one_line_and_change_nothing() {
         assert_eq!(answer.lines().count(), 1, "{answer}");
     }
     assert!(admin.agent.controls.read().is_empty());
-    // --force allows the wide network.
-    let forced = r#"{"target":"10.0.0.0/8","duration":"1h","force":true}"#;
-    let (status, _) = send(&admin, call(Method::POST, "/bans", forced, LOCAL)).await;
-    assert_eq!(status, StatusCode::CREATED);
+    // --force allows the wide network, and an AS without a database to look it up in.
+    for target in ["10.0.0.0/8", "AS64496"] {
+        let forced = format!(r#"{{"target":"{target}","duration":"1h","force":true}}"#);
+        let (status, _) = send(&admin, call(Method::POST, "/bans", &forced, LOCAL)).await;
+        assert_eq!(status, StatusCode::CREATED, "{target}");
+    }
 }
 
 #[tokio::test]
