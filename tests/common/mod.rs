@@ -12,5 +12,6 @@ pub mod captures;
 pub mod configmap;
 #[macro_use]
 pub mod haproxy;
+pub mod markdown;
 pub mod netns;
 pub mod redis;
