@@ -616,28 +616,7 @@ defaults haproxytech
 peers localinstance
   peer local 127.0.0.1:10000
 
-frontend http from haproxytech
-  mode http
-  bind 127.0.0.1:18080 name v4
-  http-request set-var(txn.base) base
-  http-request set-var(txn.path_match) var(txn.base),map_beg(/dev/null)
-  ###_config-snippet_### BEGIN
-{frontend_snippet}
-  ###_config-snippet_### END
-  use_backend %[var(txn.path_match),field(1,.)]
-  default_backend default_local-service_http
-
-frontend https from haproxytech
-  mode http
-  bind 127.0.0.1:18443 name v4
-  http-request set-var(txn.base) base
-  http-request set-var(txn.path_match) var(txn.base),map_beg(/dev/null)
-  ###_config-snippet_### BEGIN
-{frontend_snippet}
-  ###_config-snippet_### END
-  use_backend %[var(txn.path_match),field(1,.)]
-  default_backend default_local-service_http
-
+{http_frontends}
 frontend healthz from haproxytech
   mode http
   bind 127.0.0.1:11042 name v4
@@ -647,6 +626,21 @@ frontend healthz from haproxytech
 backend default_local-service_http from haproxytech
   mode http
   http-request return status 404
+"""
+
+# The controller's http and https frontends (the frontend snippet goes into both): one
+# template, formatted for each.
+CONTROLLER_FRONTEND = """\
+frontend {name} from haproxytech
+  mode http
+  bind 127.0.0.1:{port} name v4
+  http-request set-var(txn.base) base
+  http-request set-var(txn.path_match) var(txn.base),map_beg(/dev/null)
+  ###_config-snippet_### BEGIN
+{frontend_snippet}
+  ###_config-snippet_### END
+  use_backend %[var(txn.path_match),field(1,.)]
+  default_backend default_local-service_http
 """
 
 
@@ -677,7 +671,11 @@ def cmd_haproxy_check(render, work, *binaries):
     cfg.write_text(CONTROLLER_LIKE.format(
         work=work,
         global_snippet=indent(data.get("global-config-snippet", "")),
-        frontend_snippet=indent(data.get("frontend-config-snippet", "")),
+        http_frontends="\n".join(
+            CONTROLLER_FRONTEND.format(
+                name=name, port=port,
+                frontend_snippet=indent(data.get("frontend-config-snippet", "")))
+            for name, port in (("http", 18080), ("https", 18443))),
     ), encoding="utf-8")
     failures = []
     for binary in binaries:
